@@ -1,0 +1,59 @@
+"""The one exception root of the project, and the exit codes built on it.
+
+Every failure a person can meet is an :class:`AgentError`: its ``str()`` is
+one line that says the cause and, in brackets, what to do. Command-line
+entry points print it as ``prog: error: <line>`` and exit with
+``exit_code``; nothing below the edge prints tracebacks for them.
+"""
+
+from __future__ import annotations
+
+# Exit codes (documented in README.md, "Exit codes").
+EXIT_OK = 0
+EXIT_FAILURE = 1          # anything not listed below
+EXIT_USAGE = 2            # bad command line or bad input value
+EXIT_CONFIG = 3           # profile or config file missing or invalid
+EXIT_SIGN_IN = 4          # sign-in declined, expired, or required again
+EXIT_NETWORK = 5          # identity provider or endpoint unreachable
+EXIT_STORAGE = 6          # token file refused (permissions) or unwritable
+EXIT_CANCELLED = 130      # Ctrl+C or button cancel (128 + SIGINT)
+
+
+class AgentError(Exception):
+    """Root of every expected failure: a cause and what to do about it."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class UsageError(AgentError, ValueError):
+    """A command-line argument or input value is not acceptable."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(AgentError, ValueError):
+    """A config or profile file is missing, unreadable or invalid."""
+
+    exit_code = EXIT_CONFIG
+
+
+class StorageError(AgentError, OSError):
+    """A file the agent keeps (tokens, outbox, status) cannot be used safely."""
+
+    exit_code = EXIT_STORAGE
+
+
+class CancelledError(AgentError):
+    """The person cancelled (Ctrl+C or the button)."""
+
+    exit_code = EXIT_CANCELLED

@@ -1,0 +1,247 @@
+"""What a screen shows: plain view values, and the console presenter.
+
+The service and the CLI build views; a presenter shows them. ``hardware``
+knows only these types, so drawing never reaches into the agent's state.
+All times in a view are already worked out by whoever built it (seconds
+left, ages), so drawing a view is a pure function of the view and a size.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Protocol, TextIO, Union
+
+
+@dataclass(frozen=True)
+class SignInView:
+    """Waiting for a person to enter ``user_code`` at ``verification_uri``.
+
+    RFC 8628 §3.3.1: the code is always shown as text, even when a QR code
+    of ``verification_uri_complete`` carries it too.
+    """
+
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    seconds_left: int       # until the code expires, in seconds
+    lifetime: int           # the code's whole lifetime, in seconds (for a bar)
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    """Something is under way: "Requesting a code", "Signing in"."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class SignedInView:
+    """Sign-in just succeeded."""
+
+    account: str            # e.g. "ada@contoso.onmicrosoft.com"; "" when unknown
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """The steady screen of a signed-in, reporting device."""
+
+    device_id: str
+    account: str
+    last_upload_age: float | None   # seconds since the last accepted upload; None: never
+    outbox_depth: int               # readings waiting to be uploaded
+    mqtt_connected: bool | None     # None: MQTT not configured
+    token_valid_for: float | None   # seconds the access token is still valid
+
+
+@dataclass(frozen=True)
+class OfflineView:
+    """Signed in, but the endpoint cannot be reached; readings are kept."""
+
+    reason: str                     # one short line, e.g. "endpoint unreachable"
+    outbox_depth: int
+    retry_in: float | None          # seconds until the next attempt
+
+
+@dataclass(frozen=True)
+class ExpiredView:
+    """The code expired before anyone used it."""
+
+
+@dataclass(frozen=True)
+class DeclinedView:
+    """The person declined the sign-in."""
+
+
+@dataclass(frozen=True)
+class CancelledView:
+    """Sign-in cancelled (button or Ctrl+C)."""
+
+
+@dataclass(frozen=True)
+class ErrorView:
+    """Something a person can act on went wrong; ``message`` is one line."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ConfirmSignOutView:
+    """The button is being held: release now to keep the sign-in."""
+
+    seconds_left: float             # until sign-out happens
+
+
+View = Union[
+    SignInView, ProgressView, SignedInView, StatusView, OfflineView,
+    ExpiredView, DeclinedView, CancelledView, ErrorView, ConfirmSignOutView,
+]
+
+ALL_VIEW_TYPES = View.__args__  # type: ignore[attr-defined]
+
+
+class Presenter(Protocol):
+    """Anything that can show a view: the console, an OLED, nothing."""
+
+    def show(self, view: View) -> None:
+        """Show *view*, replacing what was shown."""
+
+    def wake(self) -> None:
+        """A person is here (button press): undo any dimming or blanking."""
+
+    def close(self) -> None:
+        """Release the device (clear the screen)."""
+
+
+class NullPresenter:
+    """Shows nothing (``driver = "none"``)."""
+
+    def show(self, view: View) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short human duration: ``"14m 59s"``, ``"3h 05m"``, ``"--"``.
+
+    >>> format_duration(899)
+    '14m 59s'
+    """
+    if seconds is None:
+        return "--"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600:02d}h"
+
+
+def describe(view: View) -> list[str]:
+    """The lines a text-only face shows for *view* (console, log, LCD)."""
+    match view:
+        case SignInView():
+            lines = [
+                f"To sign in, open {view.verification_uri}",
+                f"and enter the code: {view.user_code}",
+                f"Code expires in {format_duration(view.seconds_left)}",
+            ]
+            return lines
+        case ProgressView():
+            return [view.message]
+        case SignedInView():
+            who = view.account or "this device's account"
+            return [f"Signed in as {who}"]
+        case StatusView():
+            mqtt = {None: "off", True: "connected", False: "disconnected"}[view.mqtt_connected]
+            last = ("never" if view.last_upload_age is None
+                    else f"{format_duration(view.last_upload_age)} ago")
+            return [
+                f"{view.device_id}: signed in as {view.account or '?'}",
+                f"last upload {last}, {view.outbox_depth} waiting, MQTT {mqtt}",
+                f"token valid for {format_duration(view.token_valid_for)}",
+            ]
+        case OfflineView():
+            retry = ("" if view.retry_in is None
+                     else f", retry in {format_duration(view.retry_in)}")
+            return [f"Offline: {view.reason} ({view.outbox_depth} readings kept{retry})"]
+        case ExpiredView():
+            return ["Device code expired. Please try again (press the button for a new code)."]
+        case DeclinedView():
+            return ["Sign-in was declined (press the button to try again)."]
+        case CancelledView():
+            return ["Authentication cancelled by user (press the button for a new code)."]
+        case ErrorView():
+            return [f"Error: {view.message}"]
+        case ConfirmSignOutView():
+            return [f"Keep holding to sign out ({view.seconds_left:.0f}s); release to cancel."]
+    raise TypeError(f"not a view: {view!r}")
+
+
+class ConsolePresenter:
+    """Shows views as text lines on a stream (stderr by default).
+
+    A view is printed when it differs from the last one in what it says,
+    apart from a running countdown, so a log does not fill with ticks.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._lock = threading.Lock()
+        self._last_key: object = None
+
+    def show(self, view: View) -> None:
+        key = (type(view), view.user_code) if isinstance(view, SignInView) else view
+        if isinstance(view, StatusView):
+            # Ages tick every second; print when the substance changes.
+            key = (type(view), view.account, view.outbox_depth == 0, view.mqtt_connected)
+        with self._lock:
+            if key == self._last_key:
+                return
+            self._last_key = key
+            if isinstance(view, SignInView):
+                self._stream.write(box(view) + "\n")
+            else:
+                for line in describe(view):
+                    self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def wake(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def box(view: SignInView) -> str:
+    """The seed's boxed instructions for a sign-in view."""
+    uri = view.verification_uri
+    rows = [
+        "Device Code Authentication",
+        None,
+        f"1. Visit: {uri}",
+        f"2. Enter code: {view.user_code}",
+        "3. Sign in with your credentials",
+        None,
+        f"Waiting for authentication... (expires in {max(1, round(view.seconds_left / 60))} min)",
+        "Press Ctrl+C to cancel",
+    ]
+    width = max(len(r) for r in rows if r) + 2
+    out = ["┌" + "─" * width + "┐"]
+    for r in rows:
+        if r is None:
+            out.append("├" + "─" * width + "┤")
+        else:
+            out.append("│ " + r.ljust(width - 1) + "│")
+    out.append("└" + "─" * width + "┘")
+    if view.verification_uri_complete:
+        out.append(f"Or open: {view.verification_uri_complete}")
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Fixtures for the sign-in core: the local identity provider."""
