@@ -1,0 +1,294 @@
+"""agent.status against a real mosquitto broker; agent.notify against a real socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from agent.notify import Notifier, watchdog_interval
+from agent.status import SensorInfo, StatusPublisher
+
+
+@dataclass
+class Settings:
+    """The [mqtt] values the publisher reads (the shape of agent.config.MqttConfig)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    topic_prefix: str = "entra-agent"
+    homeassistant_discovery: bool = False
+    publish_user_code: bool = False
+    keepalive: int = 30
+    password_value: str | None = None
+
+    def password(self) -> str | None:
+        return self.password_value
+
+
+def make_publisher(broker, **kw) -> StatusPublisher:
+    sensors = kw.pop("sensors", ())
+    changes = kw.pop("changes", None)
+    settings = Settings(broker.host, broker.port, **kw)
+    return StatusPublisher(settings, device_id="dev-1", sensors=sensors,
+                           on_connection_change=(changes.append if changes is not None else None),
+                           first_connect_jitter=0.0, reconnect_delay=(1, 1))
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_online_and_state_are_retained(mosquitto, mqtt_subscriber):
+    pub = make_publisher(mosquitto)
+    pub.start()
+    try:
+        assert wait_until(lambda: pub.is_connected)
+        pub.publish_state({"state": "awaiting_user", "user_code": "ABCD-EFGH",
+                           "verification_uri": "https://microsoft.com/devicelogin",
+                           "access_token": "eyJ-secret", "device_code": "dc-secret"})
+        # A subscriber that arrives later gets both as retained messages.
+        sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/#"])
+        avail = sub.wait_for("entra-agent/dev-1/availability")
+        assert avail.text == "online" and avail.retain
+        state = sub.wait_for("entra-agent/dev-1/state")
+        assert state.retain
+        body = state.json()
+        assert body["state"] == "awaiting_user"
+        assert body["verification_uri"] == "https://microsoft.com/devicelogin"
+        assert body["version"]
+        # Never on a shared channel unless asked for; secrets never.
+        assert "user_code" not in body
+        assert "ABCD-EFGH" not in state.text
+        assert "secret" not in state.text
+    finally:
+        pub.close()
+
+
+def test_user_code_published_only_when_enabled(mosquitto, mqtt_subscriber):
+    sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/state"])
+    pub = make_publisher(mosquitto, publish_user_code=True)
+    pub.start()
+    try:
+        pub.publish_state({"state": "awaiting_user", "user_code": "WXYZ-1234"})
+        msg = sub.wait_for("entra-agent/dev-1/state")
+        assert msg.json()["user_code"] == "WXYZ-1234"
+    finally:
+        pub.close()
+
+
+def test_states_arrive_in_order(mosquitto, mqtt_subscriber):
+    sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/state"])
+    pub = make_publisher(mosquitto)
+    pub.start()
+    try:
+        assert wait_until(lambda: pub.is_connected)
+        order = ["starting", "sign_in_required", "awaiting_user", "signed_in"]
+        for name in order:
+            pub.publish_state({"state": name})
+        sub.wait_for("entra-agent/dev-1/state", lambda m: m.json()["state"] == "signed_in")
+        seen = [m.json()["state"] for m in sub.on("entra-agent/dev-1/state")]
+        assert seen == order
+    finally:
+        pub.close()
+
+
+def test_close_publishes_offline_retained(mosquitto, mqtt_subscriber):
+    pub = make_publisher(mosquitto)
+    pub.start()
+    assert wait_until(lambda: pub.is_connected)
+    pub.close()
+    assert not pub.is_connected
+    sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/availability"])
+    msg = sub.wait_for("entra-agent/dev-1/availability")
+    assert msg.text == "offline" and msg.retain
+
+
+PUBLISHER_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_status_mqtt import Settings
+    from agent.status import StatusPublisher
+    pub = StatusPublisher(Settings("127.0.0.1", {port}), device_id="dev-1", first_connect_jitter=0)
+    pub.start()
+    while not pub.is_connected:
+        time.sleep(0.05)
+    pub.publish_state({{"state": "signed_in"}})
+    print("up", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_last_will_after_sigkill(mosquitto, mqtt_subscriber):
+    sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/availability"])
+    script = PUBLISHER_SCRIPT.format(tests=os.path.dirname(__file__), port=mosquitto.port)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        sub.wait_for("entra-agent/dev-1/availability", lambda m: m.text == "online")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        msg = sub.wait_for("entra-agent/dev-1/availability", lambda m: m.text == "offline")
+        assert msg.qos == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_broker_restart_republishes(mosquitto, mqtt_subscriber):
+    changes: list[bool] = []
+    pub = make_publisher(mosquitto, changes=changes)
+    pub.start()
+    try:
+        assert wait_until(lambda: pub.is_connected)
+        pub.publish_state({"state": "signed_in", "outbox_depth": 3})
+        mosquitto.restart()          # persistence off: every retained message is gone
+        assert wait_until(lambda: changes[-2:] == [False, True], timeout=15)
+        sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/#"])
+        assert sub.wait_for("entra-agent/dev-1/availability").text == "online"
+        state = sub.wait_for("entra-agent/dev-1/state")
+        assert state.retain and state.json()["outbox_depth"] == 3
+    finally:
+        pub.close()
+
+
+def test_down_broker_never_blocks_and_connects_later(tmp_path_factory, mqtt_subscriber):
+    from tests.fixtures_mqtt import Broker
+
+    broker = Broker(tmp_path_factory.mktemp("late"))   # not started yet
+    pub = make_publisher(broker)
+    started = time.monotonic()
+    pub.start()
+    pub.publish_state({"state": "starting"})
+    pub.publish_state({"state": "signed_in"})
+    assert not pub.is_connected
+    # Both calls return at once: nothing waits for the broker. (Generous bound:
+    # the point is "not a connect timeout", not a speed claim.)
+    assert time.monotonic() - started < 1.0
+    broker.start()
+    try:
+        assert wait_until(lambda: pub.is_connected, timeout=15)
+        sub = mqtt_subscriber(broker, ["entra-agent/dev-1/state"])
+        assert sub.wait_for("entra-agent/dev-1/state").json()["state"] == "signed_in"
+    finally:
+        pub.close()
+        broker.stop()
+
+
+def test_home_assistant_discovery(mosquitto, mqtt_subscriber):
+    sensors = [SensorInfo("cpu_temperature", "°C"), SensorInfo("soil moisture", "%")]
+    pub = make_publisher(mosquitto, homeassistant_discovery=True, sensors=sensors)
+    pub.start()
+    try:
+        assert wait_until(lambda: pub.is_connected)
+        pub.publish_readings({"cpu_temperature": 48.5, "soil moisture": 31.0})
+        sub = mqtt_subscriber(mosquitto, ["homeassistant/sensor/#", "entra-agent/dev-1/readings"])
+        state_cfg = sub.wait_for("homeassistant/sensor/dev-1/state/config")
+        assert state_cfg.retain
+        cfg = state_cfg.json()
+        assert cfg["state_topic"] == "entra-agent/dev-1/state"
+        assert cfg["availability_topic"] == "entra-agent/dev-1/availability"
+        assert cfg["device"]["identifiers"] == ["entra-agent-dev-1"]
+        assert cfg["device"]["sw_version"]
+        cpu = sub.wait_for("homeassistant/sensor/dev-1/cpu_temperature/config").json()
+        assert cpu["unit_of_measurement"] == "°C"
+        assert cpu["state_topic"] == "entra-agent/dev-1/readings"
+        soil = sub.wait_for("homeassistant/sensor/dev-1/soil_moisture/config").json()
+        assert soil["unique_id"] == "dev-1_soil_moisture"
+        readings = sub.wait_for("entra-agent/dev-1/readings").json()
+        assert readings == {"cpu_temperature": 48.5, "soil moisture": 31.0}
+
+        # Home Assistant restarts and announces itself: discovery comes again.
+        before = len(sub.on("homeassistant/sensor/dev-1/state/config"))
+        sub.client.publish("homeassistant/status", "online", qos=1)
+        assert wait_until(lambda: len(sub.on("homeassistant/sensor/dev-1/state/config")) > before)
+        again = sub.on("homeassistant/sensor/dev-1/state/config")[-1]
+        assert not again.retain      # a live publish, not the broker's retained copy
+    finally:
+        pub.close()
+
+
+def test_refused_connection_is_reported_not_fatal(tmp_path_factory):
+    from tests.fixtures_mqtt import Broker
+
+    broker = Broker(tmp_path_factory.mktemp("auth"))
+    broker.config.write_text(broker.config.read_text().replace(
+        "allow_anonymous true", "allow_anonymous false"))
+    broker.start()
+    pub = make_publisher(broker)
+    try:
+        pub.start()
+        pub.publish_state({"state": "signed_in"})
+        time.sleep(1.5)         # let paho try (and be refused) at least once
+        assert not pub.is_connected
+    finally:
+        pub.close()
+        broker.stop()
+
+
+# -- systemd notify --------------------------------------------------------
+
+def test_notify_does_nothing_without_socket():
+    n = Notifier.from_environment({})
+    assert not n.enabled
+    assert n.ready() is False
+    assert n.status("anything") is False
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_notify_sends_datagrams(tmp_path, abstract):
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if abstract:
+        name = f"entra-agent-test-{os.getpid()}-{time.monotonic_ns()}"
+        server.bind("\0" + name)
+        address = "@" + name
+    else:
+        address = str(tmp_path / "notify.sock")
+        server.bind(address)
+    server.settimeout(5)
+    try:
+        n = Notifier.from_environment({"NOTIFY_SOCKET": address})
+        assert n.enabled
+        assert n.ready()
+        assert server.recv(4096) == b"READY=1"
+        assert n.status("signed in\nas ada")
+        assert server.recv(4096) == b"STATUS=signed in as ada"
+        assert n.watchdog()
+        assert server.recv(4096) == b"WATCHDOG=1"
+        n.close()
+    finally:
+        server.close()
+
+
+def test_notify_missing_socket_does_not_raise(tmp_path):
+    n = Notifier(str(tmp_path / "gone.sock"))
+    assert n.ready() is False
+    assert n.watchdog() is False
+
+
+def test_watchdog_interval():
+    assert watchdog_interval({}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "bogus"}) is None
