@@ -1,0 +1,394 @@
+"""Token sets, the refresh grant, and silent acquisition.
+
+:class:`TokenClient` is the one stateful object over a profile, a token
+store and a ``requests.Session``; the CLI and the service both use it:
+
+>>> client = TokenClient(profile, store=TokenStore(paths.token_dir()))  # doctest: +SKIP
+>>> token = client.acquire_silent()          # cached, or refreshed, or SignInRequired
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from agent import __version__
+from agent.auth.devicecode import (
+    DeviceAuthorization, poll_for_token, request_device_authorization,
+)
+from agent.auth.endpoints import Endpoints, discover, entra_endpoints
+from agent.auth.errors import (
+    REAUTH_AADSTS, AuthError, InvalidGrant, OAuthError, ProviderUnavailable,
+    SignInRequired, error_from_response, unavailable,
+)
+from agent.clock import Clock, SystemClock
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.profiles import Profile
+    from agent.tokenstore import TokenStore
+
+__all__ = [
+    "REFRESH_MARGIN", "OIDC_SCOPES", "TokenSet", "TokenClient", "decode_id_token_claims",
+    "fingerprint",
+]
+
+log = logging.getLogger(__name__)
+
+#: Refresh a token this many seconds before it expires.
+REFRESH_MARGIN = 300.0
+#: Scopes every request carries so the account name and a refresh token come back.
+OIDC_SCOPES = ("openid", "profile")
+OFFLINE_ACCESS = "offline_access"
+#: Stored token file layout version.
+TOKEN_FILE_VERSION = 1
+
+
+def fingerprint(secret: str | None) -> str:
+    """A safe stand-in for a secret in logs: last 4 hex digits of its SHA-256."""
+    if not secret:
+        return "-"
+    import hashlib
+    return hashlib.sha256(secret.encode()).hexdigest()[-4:]
+
+
+def decode_id_token_claims(id_token: str | None) -> dict[str, Any]:
+    """The claims of an ID token, decoded but NOT verified.
+
+    The token came straight from the token endpoint over TLS (RFC 6749
+    §10.4 / OIDC Core §3.1.3.7 allow skipping the signature check then), and
+    we use the claims only to name the account on a screen, never to
+    authorize anything.
+    """
+    if not id_token or id_token.count(".") < 1:
+        return {}
+    payload = id_token.split(".")[1]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(claims, dict):
+        return {}
+    keep = ("preferred_username", "upn", "email", "unique_name", "name", "tid", "oid",
+            "sub", "iss", "aud")
+    return {k: claims[k] for k in keep if k in claims}
+
+
+@dataclass
+class TokenSet:
+    """What the token endpoint gave us, plus when it expires.
+
+    ``expires_at`` is wall-clock time (it must survive a restart); while the
+    process runs, expiry is tracked on the monotonic clock too, so an NTP
+    step on a board without a real-time clock does not expire it falsely.
+    """
+
+    access_token: str = field(repr=False)
+    expires_at: float                       # wall-clock epoch seconds
+    scope: list[str]
+    token_type: str = "Bearer"
+    refresh_token: str | None = field(default=None, repr=False)
+    id_token_claims: dict[str, Any] = field(default_factory=dict)
+    refresh_in: int | None = None           # Entra's hint, seconds after obtained_at
+    obtained_at: float = 0.0                # wall-clock epoch seconds
+    client_id: str = ""
+    _deadline: float | None = field(default=None, repr=False, compare=False)
+    _refresh_deadline: float | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_response(cls, body: dict[str, Any], *, clock: Clock, client_id: str,
+                      requested: Sequence[str], previous: "TokenSet | None" = None) -> "TokenSet":
+        """Build from an RFC 6749 §5.1 response (kept refresh token if none came)."""
+        expires_in = float(body.get("expires_in") or 3600)
+        refresh_in = body.get("refresh_in")
+        scope = str(body.get("scope") or " ".join(requested)).split()
+        claims = decode_id_token_claims(body.get("id_token"))
+        if not claims and previous is not None:
+            claims = dict(previous.id_token_claims)
+        now_wall, now_mono = clock.time(), clock.monotonic()
+        tokens = cls(
+            access_token=str(body["access_token"]),
+            expires_at=now_wall + expires_in,
+            scope=scope,
+            token_type=str(body.get("token_type") or "Bearer"),
+            # RFC 6749 §6: the provider MAY issue a new refresh token; keep the old one if not.
+            refresh_token=body.get("refresh_token") or (previous.refresh_token if previous else None),
+            id_token_claims=claims,
+            refresh_in=int(float(refresh_in)) if refresh_in not in (None, "") else None,
+            obtained_at=now_wall,
+            client_id=client_id,
+        )
+        tokens._deadline = now_mono + expires_in
+        if tokens.refresh_in is not None:
+            tokens._refresh_deadline = now_mono + tokens.refresh_in
+        return tokens
+
+    @property
+    def account(self) -> str:
+        """The signed-in person's name as Entra shows it (may be empty)."""
+        c = self.id_token_claims
+        return str(c.get("preferred_username") or c.get("upn") or c.get("email")
+                   or c.get("unique_name") or c.get("name") or "")
+
+    @property
+    def tenant_id(self) -> str:
+        return str(self.id_token_claims.get("tid") or "")
+
+    def anchor(self, clock: Clock) -> None:
+        """Start tracking expiry on the monotonic clock (after loading from disk)."""
+        if self._deadline is None:
+            left = self.expires_at - clock.time()
+            self._deadline = clock.monotonic() + left
+            if self.refresh_in is not None:
+                self._refresh_deadline = clock.monotonic() + (self.obtained_at + self.refresh_in - clock.time())
+
+    def seconds_left(self, clock: Clock) -> float:
+        """Seconds the access token is still valid (negative when expired)."""
+        if self._deadline is not None:
+            return self._deadline - clock.monotonic()
+        return self.expires_at - clock.time()
+
+    def refresh_due_in(self, clock: Clock, margin: float = REFRESH_MARGIN) -> float:
+        """Seconds until a refresh should happen (0 when due now)."""
+        due = self.seconds_left(clock) - margin
+        if self._refresh_deadline is not None:
+            due = min(due, self._refresh_deadline - clock.monotonic())
+        elif self.refresh_in is not None:
+            due = min(due, self.obtained_at + self.refresh_in - clock.time())
+        return max(0.0, due)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": TOKEN_FILE_VERSION,
+            "client_id": self.client_id,
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_at": self.expires_at,
+            "scope": list(self.scope),
+            "refresh_token": self.refresh_token,
+            "id_token_claims": dict(self.id_token_claims),
+            "refresh_in": self.refresh_in,
+            "obtained_at": self.obtained_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TokenSet":
+        return cls(
+            access_token=str(data["access_token"]),
+            expires_at=float(data["expires_at"]),
+            scope=list(data.get("scope") or []),
+            token_type=str(data.get("token_type") or "Bearer"),
+            refresh_token=data.get("refresh_token"),
+            id_token_claims=dict(data.get("id_token_claims") or {}),
+            refresh_in=data.get("refresh_in"),
+            obtained_at=float(data.get("obtained_at") or 0.0),
+            client_id=str(data.get("client_id") or ""),
+        )
+
+
+def _plain_scopes(scopes: Sequence[str]) -> set[str]:
+    ignore = {*OIDC_SCOPES, OFFLINE_ACCESS}
+    return {s.lower() for s in scopes if s.lower() not in ignore}
+
+
+class TokenClient:
+    """Sign-in and tokens for one profile: the object the CLI and service share."""
+
+    def __init__(self, profile: "Profile", *, store: "TokenStore", clock: Clock | None = None,
+                 session: requests.Session | None = None, timeout: float = 10.0) -> None:
+        self.profile = profile
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.timeout = timeout
+        self.session = session or _new_session()
+        self._endpoints: Endpoints | None = None
+        self._current: TokenSet | None = None
+        self._requested: list[str] | None = None
+        self._lock = threading.Lock()
+
+    # -- endpoints and scopes -------------------------------------------------
+
+    def endpoints(self) -> Endpoints:
+        """The profile's endpoints (OIDC discovery happens once, on first use)."""
+        if self._endpoints is None:
+            p = self.profile
+            if p.issuer:
+                self._endpoints = discover(p.issuer, self.session, self.timeout)
+            else:
+                self._endpoints = entra_endpoints(p.tenant_id or "organizations", p.cloud,
+                                                  p.authority_host)
+        return self._endpoints
+
+    def scopes(self, extra: Sequence[str] | None = None) -> list[str]:
+        """The scopes to request: the profile's (or *extra*), OIDC ones, offline_access."""
+        wanted = list(extra) if extra else list(self.profile.scopes)
+        out: list[str] = []
+        for scope in [*wanted, *OIDC_SCOPES] + ([OFFLINE_ACCESS] if self.profile.offline_access else []):
+            if scope not in out:
+                out.append(scope)
+        return out
+
+    # -- cached and silent ------------------------------------------------------
+
+    def cached(self) -> TokenSet | None:
+        """The saved token set for this profile, without any network call."""
+        data = self.store.load(self.profile.name)
+        if data is None:
+            self._current = None
+            return None
+        loaded = TokenSet.from_dict(data)
+        if loaded.client_id and loaded.client_id != self.profile.client_id:
+            log.info("saved token of profile %s belongs to another client id; ignoring it",
+                     self.profile.name)
+            return None
+        current = self._current
+        if current is not None and current.access_token == loaded.access_token \
+                and current.refresh_token == loaded.refresh_token:
+            return current      # keep its monotonic deadline
+        loaded.anchor(self.clock)
+        self._current = loaded
+        return loaded
+
+    def acquire_silent(self, min_validity: float = REFRESH_MARGIN,
+                       scopes: Sequence[str] | None = None) -> TokenSet:
+        """A token valid for more than *min_validity* seconds, without a person.
+
+        A valid cached token comes back with no network call; otherwise the
+        refresh grant runs (under the store's lock, so the CLI and the agent
+        never spend the same rotating refresh token twice). Raises
+        :class:`SignInRequired` or :class:`ProviderUnavailable`.
+        """
+        with self._lock, self.store.locked(self.profile.name):
+            tokens = self._require_cached()
+            same_scopes = not scopes or _plain_scopes(scopes) <= _plain_scopes(tokens.scope)
+            if same_scopes and tokens.seconds_left(self.clock) > min_validity \
+                    and tokens.refresh_due_in(self.clock, 0.0) > 0:
+                return tokens
+            try:
+                return self._refresh_locked(tokens, scopes)
+            except ProviderUnavailable as exc:
+                # Keep the current token while it lasts; the caller retries later.
+                if same_scopes and tokens.seconds_left(self.clock) > 0:
+                    log.warning("refresh failed (%s); using the current token, valid for %.0f s",
+                                exc.message, tokens.seconds_left(self.clock))
+                    return tokens
+                raise
+
+    def refresh(self, scopes: Sequence[str] | None = None) -> TokenSet:
+        """Refresh now (e.g. after the endpoint answered 401)."""
+        with self._lock, self.store.locked(self.profile.name):
+            return self._refresh_locked(self._require_cached(), scopes)
+
+    def _require_cached(self) -> TokenSet:
+        tokens = self.cached()
+        if tokens is None:
+            raise SignInRequired(
+                f"no saved sign-in for profile '{self.profile.name}'",
+                f"run: entra-auth-cli get-token --flow device-code --profile {self.profile.name}",
+            )
+        return tokens
+
+    def _refresh_locked(self, tokens: TokenSet, scopes: Sequence[str] | None) -> TokenSet:
+        if not tokens.refresh_token:
+            raise SignInRequired(
+                f"the saved token of profile '{self.profile.name}' cannot be refreshed "
+                "(no refresh token was issued)",
+                f"sign in again: entra-auth-cli get-token --profile {self.profile.name}",
+            )
+        requested = self.scopes(scopes or [s for s in tokens.scope
+                                           if s.lower() in _plain_scopes(tokens.scope)] or None)
+        endpoints = self.endpoints()
+        url = endpoints.token_endpoint
+        try:
+            response = self.session.post(url, data={
+                "grant_type": "refresh_token",
+                "client_id": self.profile.client_id,
+                "refresh_token": tokens.refresh_token,
+                "scope": " ".join(requested),
+            }, headers={"Accept": "application/json"}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise unavailable(f"cannot reach the token endpoint to refresh ({type(exc).__name__})", url) from None
+        if response.status_code != 200:
+            error = error_from_response(response, "the token endpoint")
+            if _refresh_rejected_for_good(error):
+                log.warning("refresh for profile %s rejected: %s", self.profile.name, error.message)
+                raise SignInRequired(
+                    f"the saved sign-in of profile '{self.profile.name}' is no longer accepted: {error.message}",
+                    f"sign in again: entra-auth-cli get-token --flow device-code --profile {self.profile.name}",
+                ) from None
+            raise error
+        body = _json_or_unavailable(response)
+        new = TokenSet.from_response(body, clock=self.clock, client_id=self.profile.client_id,
+                                     requested=requested, previous=tokens)
+        # Rotation: the new refresh token is on disk before anyone uses the access token.
+        self.store.save(self.profile.name, new.to_dict())
+        self._current = new
+        log.info("token refreshed for profile %s (refresh token %s -> %s)", self.profile.name,
+                 fingerprint(tokens.refresh_token), fingerprint(new.refresh_token))
+        return new
+
+    # -- the device flow ------------------------------------------------------
+
+    def request_code(self, scopes: Sequence[str] | None = None) -> DeviceAuthorization:
+        """Ask the provider for a user code (RFC 8628 §3.1)."""
+        self._requested = self.scopes(scopes)
+        return request_device_authorization(
+            self.session, self.endpoints(), self.profile.client_id, self._requested,
+            clock=self.clock, timeout=self.timeout,
+        )
+
+    def poll(self, authorization: DeviceAuthorization, *, cancel: threading.Event | None = None,
+             on_wait: Callable[[float], None] | None = None, tick: float | None = None) -> TokenSet:
+        """Poll until the person approves, then save and return the tokens."""
+        body = poll_for_token(
+            self.session, self.endpoints(), self.profile.client_id, authorization,
+            clock=self.clock, cancel=cancel, timeout=self.timeout, on_wait=on_wait, tick=tick,
+        )
+        requested = self._requested or self.scopes()
+        tokens = TokenSet.from_response(body, clock=self.clock, client_id=self.profile.client_id,
+                                        requested=requested)
+        with self._lock, self.store.locked(self.profile.name):
+            self.store.save(self.profile.name, tokens.to_dict())
+            self._current = tokens
+        log.info("signed in to profile %s as %s", self.profile.name, tokens.account or "?")
+        return tokens
+
+    def sign_out(self) -> bool:
+        """Forget this profile's tokens (delete the token file)."""
+        with self._lock:
+            self._current = None
+            return self.store.delete(self.profile.name)
+
+
+def _refresh_rejected_for_good(error: AuthError) -> bool:
+    if isinstance(error, ProviderUnavailable):
+        return False
+    if isinstance(error, InvalidGrant):
+        return True
+    return isinstance(error, OAuthError) and error.aadsts in REAUTH_AADSTS
+
+
+def _json_or_unavailable(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not body.get("access_token"):
+        raise ProviderUnavailable(
+            f"the token endpoint at {response.url.split('?')[0]} sent an unreadable answer",
+            "check the network: a proxy or captive portal may be in the way",
+        )
+    return body
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = f"entra-device-agent/{__version__}"
+    return session

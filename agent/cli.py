@@ -1,0 +1,345 @@
+"""``entra-auth-cli``: profiles and tokens from the command line.
+
+Keeps the command-line surface of the original ``entra-auth-cli`` (see
+README): ``get-token``, ``create-profile``, ``list-profiles``,
+``delete-profile``, ``logout``. Instructions, spinner and countdown go to
+stderr; only the result goes to stdout, so
+``TOKEN=$(entra-auth-cli get-token --output json)`` works while the person
+still sees the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from agent import __version__, paths
+from agent.auth.errors import CodeExpired, SignInRequired
+from agent.auth.tokens import TokenClient, TokenSet
+from agent.errors import EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, AgentError, UsageError
+from agent.profiles import (
+    DEFAULT_PROFILE, DEFAULT_SCOPES, FLOWS, Profile, ProfileStore,
+)
+from agent.ui import SignInView, box, format_duration
+
+__all__ = ["main"]
+
+PROG = "entra-auth-cli"
+log = logging.getLogger(__name__)
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+#: Without a terminal, how often a progress line is printed, in seconds.
+PLAIN_PROGRESS_EVERY = 60.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``entra-auth-cli``; return the exit code (see README, "Exit codes")."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        if os.environ.get("DEBUG"):
+            raise
+        print("\nAuthentication cancelled by user", file=sys.stderr)
+        return EXIT_CANCELLED
+    except AgentError as exc:
+        if os.environ.get("DEBUG"):
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if os.environ.get("DEBUG"):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{PROG}: error: {exc.strerror or exc}{where} (run with DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format=f"{PROG}: %(levelname)s: %(message)s")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Sign this device in to Microsoft Entra ID (or any OpenID provider "
+                    "with a device authorization endpoint) using the device code flow.",
+        epilog="Files: profiles in %s, tokens in %s (0600). Exit codes: 0 ok, 1 failure, "
+               "2 bad input, 3 profile/config, 4 sign-in declined/expired/required, "
+               "5 network, 6 token file, 130 cancelled." % (paths.profiles_file(), paths.token_dir()),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output on stderr (-vv for debug); never shows tokens")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("get-token", help="print a token, signing in with a device code if needed",
+                       description="Print an access token for a profile. A valid saved token comes "
+                                   "back with no network call; one that expires within 5 minutes is "
+                                   "refreshed; otherwise the device code flow runs: open the address "
+                                   "shown on another device and enter the code. Instructions go to "
+                                   "stderr, the token to stdout (in text mode only when stdout is not "
+                                   "a terminal, so it does not land in your scrollback).")
+    p.add_argument("--flow", choices=FLOWS, help="sign-in flow (default: the profile's default flow)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name (default: %(default)s)")
+    p.add_argument("--scope", action="append", default=[], metavar="SCOPE",
+                   help="scope to request instead of the profile's (repeatable, or comma-separated)")
+    p.add_argument("--output", choices=("text", "json"), default="text",
+                   help="text: the bare access token; json: access_token, token_type, expires_at, "
+                        "expires_in, scope, profile, account")
+    p.set_defaults(handler=_get_token)
+
+    p = sub.add_parser("create-profile", help="add a sign-in profile",
+                       description="Add a profile: an Entra app registration (tenant + client id) or "
+                                   "an OpenID provider (issuer + client id). Missing values are asked "
+                                   "for when stdin is a terminal.")
+    p.add_argument("--name", help=f"profile name (default when prompting: {DEFAULT_PROFILE})")
+    p.add_argument("--client-id", help="Application (client) ID of a public client app")
+    p.add_argument("--tenant-id", help="Entra tenant: GUID, domain, organizations, common or consumers")
+    p.add_argument("--cloud", choices=("public", "usgov", "china"), default="public",
+                   help="Entra national cloud (default: %(default)s)")
+    p.add_argument("--issuer", help="issuer URL of a non-Entra OpenID provider (instead of --tenant-id)")
+    p.add_argument("--authority-host", help="replace the cloud's login host (private clouds, the local sandbox)")
+    p.add_argument("--scope", action="append", default=[], metavar="SCOPE",
+                   help="delegated permission to request (repeatable or comma-separated; "
+                        f"default: {' '.join(DEFAULT_SCOPES)})")
+    p.add_argument("--default-flow", choices=FLOWS, default="device-code", help="(default: %(default)s)")
+    p.add_argument("--no-offline-access", action="store_true",
+                   help="do not ask for offline_access (no refresh token: sign in every hour)")
+    p.add_argument("--force", action="store_true", help="replace a profile of the same name")
+    p.set_defaults(handler=_create_profile)
+
+    p = sub.add_parser("list-profiles", help="list profiles and whether each is signed in")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(handler=_list_profiles)
+
+    p = sub.add_parser("delete-profile", help="delete a profile and its saved tokens")
+    p.add_argument("--name", required=True)
+    p.set_defaults(handler=_delete_profile)
+
+    p = sub.add_parser("logout", help="forget a profile's saved tokens")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name (default: %(default)s)")
+    p.set_defaults(handler=_logout)
+    return parser
+
+
+# -- helpers ------------------------------------------------------------------
+
+def _profiles() -> ProfileStore:
+    return ProfileStore(paths.profiles_file())
+
+
+def _client(profile: Profile) -> TokenClient:
+    from agent.tokenstore import TokenStore
+    return TokenClient(profile, store=TokenStore(paths.token_dir()))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Progress:
+    """The seed's waiting experience on stderr: a spinner with the time left
+    on a terminal, a plain line now and then otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._frame = 0
+        self._last_plain: float | None = None
+
+    def update(self, seconds_left: float) -> None:
+        if self.tty:
+            self._frame = (self._frame + 1) % len(SPINNER)
+            self.stream.write(f"\r{SPINNER[self._frame]} Waiting for authentication... "
+                              f"{format_duration(seconds_left)} left   ")
+            self.stream.flush()
+            return
+        now = time.monotonic()
+        if self._last_plain is None or now - self._last_plain >= PLAIN_PROGRESS_EVERY:
+            self._last_plain = now
+            self.stream.write(f"Waiting for authentication... ({format_duration(seconds_left)} left)\n")
+            self.stream.flush()
+
+    def clear(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _sign_in(client: TokenClient, scopes: list[str]) -> TokenSet:
+    err = sys.stderr
+    authorization = client.request_code(scopes or None)
+    view = SignInView(
+        user_code=authorization.user_code,
+        verification_uri=authorization.verification_uri,
+        verification_uri_complete=authorization.verification_uri_complete,
+        seconds_left=int(authorization.seconds_left(client.clock)),
+        lifetime=authorization.expires_in,
+    )
+    err.write("To sign in, use a web browser to open the page:\n"
+              f"{authorization.verification_uri}\n"
+              f"And enter the code: {authorization.user_code}\n\n")
+    err.write(box(view) + "\n")
+    err.flush()
+    progress = Progress(err)
+    try:
+        tokens = client.poll(authorization, on_wait=progress.update,
+                             tick=1.0 if progress.tty else None)
+    except CodeExpired:
+        progress.clear()
+        raise CodeExpired("Device code expired. Please try again.",
+                          f"run: {PROG} get-token --flow device-code --profile {client.profile.name}") from None
+    finally:
+        progress.clear()
+    who = f" as {tokens.account}" if tokens.account else ""
+    err.write(f"✓ Authentication successful{who}!\n"
+              f"Token saved to profile '{client.profile.name}'\n")
+    err.flush()
+    return tokens
+
+
+# -- commands -------------------------------------------------------------------
+
+def _get_token(args: argparse.Namespace) -> int:
+    from agent.profiles import validate_scopes
+    profile = _profiles().get(args.profile)
+    scopes = list(validate_scopes(args.scope))
+    client = _client(profile)
+    try:
+        tokens = client.acquire_silent(scopes=scopes or None)
+    except SignInRequired as exc:
+        if client.store.path(profile.name).exists():
+            print(f"{exc.message}; starting a new sign-in.", file=sys.stderr)
+        tokens = _sign_in(client, scopes)
+    _print_token(tokens, profile, client, args.output)
+    return EXIT_OK
+
+
+def _print_token(tokens: TokenSet, profile: Profile, client: TokenClient, output: str) -> None:
+    expires_in = max(0, int(tokens.seconds_left(client.clock)))
+    if output == "json":
+        print(json.dumps({
+            "access_token": tokens.access_token,
+            "token_type": tokens.token_type,
+            "expires_at": _iso(client.clock.time() + expires_in),
+            "expires_in": expires_in,
+            "scope": " ".join(tokens.scope),
+            "profile": profile.name,
+            "account": tokens.account,
+        }, indent=2))
+        return
+    if sys.stdout.isatty():
+        who = tokens.account or "this profile"
+        print(f"Access token for {who} is valid for {format_duration(expires_in)} "
+              f"(not shown on a terminal: pipe it, or use --output json)", file=sys.stderr)
+        return
+    print(tokens.access_token)
+
+
+def _ask(label: str, default: str | None = None) -> str:
+    suffix = f" [{default}]" if default else ""
+    value = input(f"{label}{suffix}: ").strip()
+    return value or (default or "")
+
+
+def _create_profile(args: argparse.Namespace) -> int:
+    interactive = sys.stdin.isatty()
+    name, client_id, tenant, issuer = args.name, args.client_id, args.tenant_id, args.issuer
+    scopes = list(args.scope)
+    missing = [flag for flag, value in (("--name", name), ("--client-id", client_id)) if not value]
+    if not tenant and not issuer:
+        missing.append("--tenant-id (or --issuer)")
+    if missing and not interactive:
+        raise UsageError(f"missing {', '.join(missing)}",
+                         "give them as flags; prompting needs a terminal")
+    if missing:
+        sys.stderr.write("Creating a device-code profile. The app registration must be a public client "
+                         "('Allow public client flows' on).\n")
+        name = name or _ask("Profile name", DEFAULT_PROFILE)
+        if not tenant and not issuer:
+            tenant = _ask("Tenant ID (GUID, domain or 'organizations'; or an https:// issuer URL)",
+                          "organizations")
+            if tenant.startswith(("https://", "http://")):
+                tenant, issuer = None, tenant
+        client_id = client_id or _ask("Client ID (Application ID of the app registration)")
+        if not scopes:
+            scopes = [_ask("Scopes (delegated permissions, comma-separated)", ",".join(DEFAULT_SCOPES))]
+    profile = Profile(name=name, client_id=client_id or "", tenant_id=tenant, cloud=args.cloud,
+                      issuer=issuer, authority_host=args.authority_host,
+                      scopes=tuple(scopes) or DEFAULT_SCOPES, default_flow=args.default_flow,
+                      offline_access=not args.no_offline_access)
+    store = _profiles()
+    store.save(profile, replace_existing=args.force)
+    saved = store.get(profile.name)
+    print(f"Profile '{saved.name}' saved to {store.path} ({saved.authority}, "
+          f"scopes: {' '.join(saved.scopes)})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _token_summary(profile: Profile) -> dict[str, Any]:
+    from agent.tokenstore import TokenStore
+    try:
+        data = TokenStore(paths.token_dir()).load(profile.name)
+    except (AgentError, OSError):
+        return {"signed_in": None, "account": None, "expires_at": None}
+    if not data:
+        return {"signed_in": False, "account": None, "expires_at": None}
+    tokens = TokenSet.from_dict(data)
+    return {"signed_in": True, "account": tokens.account or None,
+            "expires_at": _iso(tokens.expires_at)}
+
+
+def _list_profiles(args: argparse.Namespace) -> int:
+    profiles = _profiles().list()
+    rows = [{**p.to_json(), **_token_summary(p)} for p in profiles]
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"No profiles yet (create one: {PROG} create-profile --name NAME --tenant-id ... "
+              "--client-id ...)", file=sys.stderr)
+        return EXIT_OK
+    table = [("NAME", "AUTHORITY", "CLIENT ID", "SCOPES", "SIGNED IN")]
+    for r in rows:
+        state = {True: r["account"] or "yes", False: "no", None: "? (no access)"}[r["signed_in"]]
+        table.append((r["name"], r["authority"], r["client_id"], " ".join(r["scopes"]), state))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def _delete_profile(args: argparse.Namespace) -> int:
+    store = _profiles()
+    profile = store.get(args.name)      # a clear error when it does not exist
+    _client(profile).sign_out()
+    store.delete(profile.name)
+    print(f"Profile '{profile.name}' and its saved tokens deleted", file=sys.stderr)
+    return EXIT_OK
+
+
+def _logout(args: argparse.Namespace) -> int:
+    profile = _profiles().get(args.profile)
+    if _client(profile).sign_out():
+        print(f"Signed out of profile '{profile.name}' (saved tokens deleted)", file=sys.stderr)
+    else:
+        print(f"Profile '{profile.name}' was not signed in", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
