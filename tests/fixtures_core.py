@@ -1,1 +1,45 @@
 """Fixtures for the sign-in core: the local identity provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from agent.clock import FakeClock, SystemClock
+from agent.sandbox.idp import IdentityProvider
+from agent.sandbox.receiver import TelemetryReceiver
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock whose ``wait()`` advances time instead of sleeping."""
+    return FakeClock()
+
+
+@pytest.fixture
+def idp(fake_clock: FakeClock) -> Iterator[IdentityProvider]:
+    """The local identity provider on ``fake_clock`` (codes and tokens age with ``fake_clock.advance``)."""
+    with IdentityProvider(clock=fake_clock) as server:
+        yield server
+
+
+@pytest.fixture
+def idp_realtime() -> Iterator[IdentityProvider]:
+    """The local identity provider on the real clock, polling every 1 s (for clients in subprocesses)."""
+    with IdentityProvider(clock=SystemClock(), interval=1) as server:
+        yield server
+
+
+@pytest.fixture
+def receiver(idp: IdentityProvider) -> Iterator[TelemetryReceiver]:
+    """The telemetry receiver, accepting only access tokens that ``idp`` issued and that are unexpired."""
+    with TelemetryReceiver(token_validator=idp.validate_access_token) as server:
+        yield server
+
+
+@pytest.fixture
+def receiver_realtime(idp_realtime: IdentityProvider) -> Iterator[TelemetryReceiver]:
+    """The telemetry receiver validating tokens of ``idp_realtime`` (real clock)."""
+    with TelemetryReceiver(token_validator=idp_realtime.validate_access_token) as server:
+        yield server
