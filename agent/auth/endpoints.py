@@ -78,7 +78,7 @@ def require_secure(url: str, what: str = "endpoint") -> str:
     if parts.scheme == "http":
         raise InsecureEndpoint(
             f"{what} {url} uses plain http on a non-loopback host",
-            "use https:// (http is allowed only for 127.0.0.1, ::1 and localhost)",
+            "use https://; plain http is allowed only for 127.0.0.1, ::1 and localhost",
         )
     raise InsecureEndpoint(f"{what} {url!r} is not an https:// URL",
                            "give a full https:// address")

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from agent.errors import EXIT_NETWORK, EXIT_SIGN_IN, AgentError
+from agent.errors import EXIT_NETWORK, EXIT_SIGN_IN, EXIT_USAGE, AgentError
 
 __all__ = [
     "AuthError", "ProviderUnavailable", "InsecureEndpoint", "DiscoveryError",
@@ -39,6 +39,8 @@ class ProviderUnavailable(AuthError, ConnectionError):
 
 class InsecureEndpoint(AuthError, ValueError):
     """An endpoint is plain http:// on a non-loopback host."""
+
+    exit_code = EXIT_USAGE
 
 
 class DiscoveryError(AuthError):
