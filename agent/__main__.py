@@ -1,0 +1,194 @@
+"""``entra-agent``: run the agent, check its config, show its status, demo, screens.
+
+::
+
+    entra-agent run [--config PATH]          # what systemd starts
+    entra-agent check-config [--config PATH] # validate without starting
+    entra-agent status [--output text|json]  # the running agent's last state
+    entra-agent demo [--approve-after N]     # the whole loop against local servers
+    entra-agent screens --out DIR            # every screen at every size, as PNG
+
+Expected failures print ``entra-agent: error: <cause> (<what to do>)`` and
+exit non-zero (codes in README, "Exit codes"); ``DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from agent import __version__, paths
+from agent.errors import EXIT_CANCELLED, EXIT_FAILURE, EXIT_USAGE, AgentError
+
+__all__ = ["main", "PROG"]
+
+PROG = "entra-agent"
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``entra-agent``; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.command)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        if os.environ.get("DEBUG"):
+            raise
+        print(f"{PROG}: stopped", file=sys.stderr)
+        return EXIT_CANCELLED
+    except AgentError as exc:
+        if os.environ.get("DEBUG"):
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if os.environ.get("DEBUG"):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{PROG}: error: {exc.strerror or exc}{where} (run with DEBUG=1 for details)",
+              file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _setup_logging(verbose: int, command: str | None) -> None:
+    # The service logs its story at INFO (journald keeps it); one-shot
+    # commands stay quiet unless asked.
+    base = logging.INFO if command in ("run", "demo") else logging.WARNING
+    level = max(logging.DEBUG, base - 10 * verbose)
+    if os.environ.get("DEBUG"):
+        level = logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format=f"{PROG}: %(levelname)s: %(name)s: %(message)s")
+    # urllib3 at DEBUG prints URLs; ours never carry secrets, but keep it calm.
+    logging.getLogger("urllib3").setLevel(max(level, logging.INFO))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The entra-device-agent service: sign-in on the device, telemetry, MQTT status.",
+        epilog=f"Config: {paths.config_file()} (ENTRA_AGENT_CONFIG overrides). "
+               "Exit codes: 0 ok, 1 failure, 2 bad input, 3 config, 4 sign-in, 5 network, "
+               "6 files, 130 stopped.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output on stderr (never shows tokens)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent (what systemd starts)")
+    run.add_argument("--config", type=Path, help=f"config file (default: {paths.config_file()})")
+    run.set_defaults(handler=_run)
+
+    check = sub.add_parser("check-config", help="validate the config and profile without starting")
+    check.add_argument("--config", type=Path, help=f"config file (default: {paths.config_file()})")
+    check.set_defaults(handler=_check_config)
+
+    status = sub.add_parser("status", help="print the running agent's last state")
+    status.add_argument("--output", choices=("text", "json"), default="text")
+    status.set_defaults(handler=_status)
+
+    demo = sub.add_parser("demo", help="see the whole loop against a local identity provider "
+                                       "and receiver (touches nothing of yours)")
+    demo.add_argument("--approve-after", type=float, metavar="N",
+                      help="approve the sign-in by itself after N seconds")
+    demo.add_argument("--mqtt-host", metavar="HOST",
+                      help="publish state to this MQTT broker (default: localhost:1883 if one answers)")
+    demo.add_argument("--mqtt-port", type=int, default=1883, metavar="PORT")
+    demo.add_argument("--duration", type=float, metavar="S",
+                      help="stop by itself after S seconds (default: until Ctrl+C)")
+    demo.add_argument("--token-lifetime", type=int, default=75, metavar="S",
+                      help="access token lifetime in seconds, to see refreshes (default 75)")
+    demo.add_argument("--interval", type=float, default=2.0, metavar="S",
+                      help="seconds between sensor readings (default 2)")
+    demo.set_defaults(handler=_demo)
+
+    screens = sub.add_parser("screens", help="draw every screen at every size as PNG files")
+    screens.add_argument("--out", type=Path, required=True, metavar="DIR")
+    screens.set_defaults(handler=_screens)
+    return parser
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return args.config if args.config is not None else paths.config_file()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.service import build_service
+
+    config = load_config(_config_path(args))
+    service = build_service(config)
+    return service.run()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.profiles import ProfileStore
+    from agent.telemetry.sensors import build_sensors
+
+    path = _config_path(args)
+    config = load_config(path)
+    profile = ProfileStore(paths.profiles_file()).get(config.profile)
+    build_sensors(config.sensors)           # plugins load, options are accepted
+    if config.mqtt is not None:
+        config.mqtt.password()              # the password file exists and is private
+    mqtt = (f"{config.mqtt.host}:{config.mqtt.port}{' (TLS)' if config.mqtt.tls else ''}"
+            if config.mqtt else "off")
+    endpoint = config.telemetry.endpoint or "none (readings are kept, not sent)"
+    print(f"{path}: OK")
+    print(f"  device {config.device_id}, profile {profile.name}, {len(config.sensors)} sensors, "
+          f"every {config.telemetry.interval:g} s")
+    print(f"  endpoint {endpoint}; MQTT {mqtt}; display {config.display.driver}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from agent.statefile import format_status, pid_alive, read_status
+
+    path = paths.status_file()
+    status = read_status(path)
+    running = pid_alive(status.get("pid"))
+    if args.output == "json":
+        print(json.dumps({**status, "running": running}, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    if not running:
+        print(f"{PROG}: error: the agent is not running (last state: {status.get('state', '?')}, "
+              f"from {path}) (start it: systemctl start entra-agent)", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import Demo
+
+    demo = Demo(approve_after=args.approve_after, mqtt_host=args.mqtt_host,
+                mqtt_port=args.mqtt_port, duration=args.duration,
+                token_lifetime=args.token_lifetime, interval=args.interval)
+    return demo.run()
+
+
+def _screens(args: argparse.Namespace) -> int:
+    try:
+        from hardware.screens import write_gallery
+    except ImportError as exc:
+        raise AgentError(f"drawing screens needs Pillow and luma ({exc})",
+                         "pip install 'entra-device-agent[display]'") from None
+    written = write_gallery(args.out)
+    print(f"{len(written)} screens written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
