@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import threading
 
 import pytest
 import requests
 
 from agent.clock import FakeClock
+from agent.sandbox._http import is_loopback
 from agent.sandbox.idp import DEVICE_CODE_GRANT_TYPE, Fault, IdentityProvider
 
 CLIENT = "00000000-0000-0000-0000-000000000001"
@@ -582,3 +584,37 @@ def test_many_servers_start_and_stop(fake_clock):
             ports.add(idp.port)
             assert devicecode(idp).status_code == 200
     assert len(ports) >= 2
+
+
+def _lan_address() -> str | None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("10.255.255.255", 9))     # a UDP connect sends no packet
+        address = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if is_loopback(address) else address
+
+
+def test_is_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("127.8.9.10") and is_loopback("::1")
+    assert is_loopback("::ffff:127.0.0.1")
+    assert not is_loopback("192.168.1.20") and not is_loopback("fd00::2") and not is_loopback("localhost")
+
+
+@pytest.mark.skipif(_lan_address() is None, reason="this machine has no non-loopback IPv4 address")
+def test_on_a_lan_the_page_is_served_but_the_controls_are_not(fake_clock):
+    lan = _lan_address()
+    with IdentityProvider(clock=fake_clock, host="0.0.0.0", verification_base_url=f"http://{lan}:1234/") as idp:
+        code = devicecode(idp).json()          # the agent still talks to loopback
+        assert idp.base_url.startswith("http://127.0.0.1:")
+        assert code["verification_uri"] == idp.verification_uri == f"http://{lan}:1234/devicelogin"
+        from_lan = f"http://{lan}:{idp.port}"
+        assert requests.get(f"{from_lan}/devicelogin", timeout=5).status_code == 200
+        refused = requests.post(f"{from_lan}/_sandbox/approve", timeout=5)
+        assert refused.status_code == 403 and idp.pending_user_codes() == [code["user_code"]]
+        assert requests.get(f"{from_lan}/_sandbox/state", timeout=5).status_code == 403
+        page = requests.post(f"{from_lan}/devicelogin", data={"code": code["user_code"], "action": "approve"}, timeout=5)
+        assert page.status_code == 200 and poll(idp, code["device_code"]).status_code == 200

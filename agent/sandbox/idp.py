@@ -210,6 +210,12 @@ class IdentityProvider:
     gets ``slow_down`` and the interval for that code grows by 5 seconds.
 
     ``known_tenants`` (None: any) answers other tenants with AADSTS90002.
+
+    ``verification_base_url`` changes only the address shown to the person
+    (``verification_uri``, the QR code), e.g. ``http://192.168.1.20:8765``
+    when the server listens on ``host="0.0.0.0"`` so a phone on the LAN can
+    open the sign-in page; the agent keeps talking to ``base_url`` on
+    loopback. The ``/_sandbox/`` controls answer loopback clients only.
     """
 
     def __init__(
@@ -230,6 +236,7 @@ class IdentityProvider:
         known_client_ids: set[str] | None = None,
         enforce_interval: bool = False,
         known_tenants: set[str] | None = None,
+        verification_base_url: str | None = None,
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
@@ -246,6 +253,7 @@ class IdentityProvider:
         self.known_client_ids = set(known_client_ids) if known_client_ids is not None else None
         self.enforce_interval = enforce_interval
         self.known_tenants = {t.lower() for t in known_tenants} if known_tenants is not None else None
+        self.verification_base_url = verification_base_url.rstrip("/") if verification_base_url else None
 
         # One lock guards every piece of state below; handler threads and the
         # test thread both touch it. The condition shares it (wait_for_code).
@@ -302,7 +310,7 @@ class IdentityProvider:
     @property
     def verification_uri(self) -> str:
         """Where the person signs in: ``{base_url}/devicelogin``."""
-        return f"{self.base_url}/devicelogin"
+        return f"{self.verification_base_url or self.base_url}/devicelogin"
 
     # -- scripting (in-process) ---------------------------------------------
 
