@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 def _setup_logging(verbose: int, command: str | None) -> None:
     # The service logs its story at INFO (journald keeps it); one-shot
     # commands stay quiet unless asked.
-    base = logging.INFO if command in ("run", "demo") else logging.WARNING
+    base = logging.INFO if command == "run" else logging.WARNING
     level = max(logging.DEBUG, base - 10 * verbose)
     if os.environ.get("DEBUG"):
         level = logging.DEBUG
