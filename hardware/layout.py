@@ -1,0 +1,364 @@
+"""Fitting text into a small rectangle: fonts, wrapping, shrinking, boxes.
+
+The screens module says *what* a screen shows as a list of :class:`Block`
+values; :func:`fit_column` finds the largest font size at which those blocks
+fit a rectangle, wrapping where sensible, dropping optional blocks and, as the
+very last resort, ellipsizing a block that allows it. Every line it places is
+returned as a :class:`Line` whose ``box`` is the exact ink bounding box, so
+tests (and :func:`hardware.screens.render`) can check that nothing leaves the
+canvas or overlaps.
+
+All sizes are in pixels. Fonts are Pillow's own default font
+(``ImageFont.load_default(size=...)``, a scalable font when Pillow has
+FreeType, the fixed bitmap font otherwise): nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+if TYPE_CHECKING:  # Pillow is imported lazily: the agent runs without it.
+    from PIL import ImageFont
+
+__all__ = [
+    "Box", "Block", "Line", "font", "scalable_fonts", "wrap", "fit_column",
+    "ELLIPSIS",
+]
+
+log = logging.getLogger(__name__)
+
+ELLIPSIS = "…"
+
+# Characters after which a long address or account may break across lines
+# (and "@", before which it may break): "login.microsoftonline.us/" + "common".
+_BREAK_AFTER = "/.-_?&="
+_BREAK_BEFORE = "@"
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle on the canvas; ``right`` and ``bottom`` are exclusive.
+
+    ``kind`` is ``"text"``, ``"qr"`` or ``"bar"``; ``text`` is the text drawn
+    in a text box (for tests and for reading a layout in a log).
+    """
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    kind: str = "text"
+    text: str = ""
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    def overlaps(self, other: "Box") -> bool:
+        """True when the two rectangles share at least one pixel."""
+        return (self.left < other.right and other.left < self.right
+                and self.top < other.bottom and other.top < self.bottom)
+
+    def inside(self, size: tuple[int, int]) -> bool:
+        """True when the box lies wholly on a canvas of *size* (width, height)."""
+        width, height = size
+        return 0 <= self.left <= self.right <= width and 0 <= self.top <= self.bottom <= height
+
+    def moved(self, dx: int, dy: int) -> "Box":
+        return Box(self.left + dx, self.top + dy, self.right + dx, self.bottom + dy,
+                   self.kind, self.text)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One piece of text a screen wants to show.
+
+    ``role`` picks the colour (``title``, ``big``, ``body``, ``note``,
+    ``good``, ``bad``, ``warn``). ``scale`` is the size relative to the body
+    text; a ``grow`` block (the user code) instead takes the largest size up
+    to ``scale`` times the body size at which it fits one line. ``wrap`` is
+    ``"none"`` (one line, never broken: the user code), ``"words"`` (break
+    at spaces) or ``"path"`` (an address or account: break after ``/ . -``
+    and before ``@``). A block that is not ``required`` may be dropped when
+    space runs out, lowest ``priority`` first; an ``ellipsize`` block may, as
+    the last resort, be cut to ``max_lines`` lines ending in an ellipsis.
+    """
+
+    text: str
+    role: str = "body"
+    scale: float = 1.0
+    wrap: str = "words"
+    required: bool = True
+    priority: int = 0
+    ellipsize: bool = False
+    max_lines: int = 4
+    grow: bool = False
+    align: str = "center"           # "center" or "left"
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line of text placed on the canvas.
+
+    Draw it with ``ImageDraw.text(origin, text, font=font(size))``: the ink
+    then lies within ``box``.
+    """
+
+    text: str
+    size: int                       # font size in pixels
+    role: str
+    origin: tuple[int, int]
+    box: Box = field(compare=False)
+
+
+@functools.cache
+def scalable_fonts() -> bool:
+    """True when Pillow can scale its default font (it was built with FreeType)."""
+    from PIL import features
+
+    return bool(features.check("freetype2"))
+
+
+@functools.lru_cache(maxsize=64)
+def font(size: int) -> "ImageFont.FreeTypeFont | ImageFont.ImageFont":
+    """Pillow's default font at *size* pixels (the bitmap font without FreeType)."""
+    from PIL import ImageFont
+
+    if scalable_fonts():
+        return ImageFont.load_default(size=size)
+    return ImageFont.load_default()
+
+
+@functools.lru_cache(maxsize=4096)
+def _bbox(text: str, size: int, mode: str) -> tuple[int, int, int, int]:
+    # Mode matters: on a 1-bit image Pillow renders without anti-aliasing
+    # and hinting makes the text up to a third wider than in "L"/"RGB".
+    f = font(size)
+    if scalable_fonts():
+        box = f.getbbox(text, mode="1" if mode == "1" else "L")
+    else:
+        box = f.getbbox(text)
+    return tuple(int(v) for v in box)  # type: ignore[return-value]
+
+
+def text_width(text: str, size: int, mode: str = "1") -> int:
+    """Ink width of *text* at *size* on an image of *mode*, in pixels."""
+    left, _, right, _ = _bbox(text, size, mode)
+    return right - left
+
+
+def _tokens(text: str, mode: str) -> list[str]:
+    """Split *text* at the places it may break, keeping every character."""
+    if mode == "none":
+        return [text]
+    if mode == "words":
+        words = text.split(" ")
+        return [w + " " for w in words[:-1]] + [words[-1]]
+    out, current = [], ""
+    for ch in text:
+        if ch in _BREAK_BEFORE and current:
+            out.append(current)
+            current = ""
+        current += ch
+        if ch in _BREAK_AFTER:
+            out.append(current)
+            current = ""
+    if current:
+        out.append(current)
+    return out
+
+
+def wrap(text: str, width: int, fits: "callable[[str], bool]", mode: str) -> list[str] | None:
+    """Break *text* into lines for which ``fits(line)`` holds.
+
+    *mode* as in :class:`Block`. Words too long for a line are broken at
+    ``/ . -`` and then, if need be, between characters. Returns None when the
+    text cannot be shown that way (``mode="none"`` and it does not fit).
+    """
+    if fits(text):
+        return [text]
+    if mode == "none":
+        return None
+    tokens: list[str] = []
+    for token in _tokens(text, mode):
+        if fits(token.rstrip(" ")):
+            tokens.append(token)
+            continue
+        # Too long on its own: an address inside a sentence, then characters.
+        for part in _tokens(token, "path"):
+            if fits(part.rstrip(" ")):
+                tokens.append(part)
+                continue
+            chunk = ""
+            for ch in part:
+                if chunk and not fits(chunk + ch):
+                    tokens.append(chunk)
+                    chunk = ""
+                chunk += ch
+            tokens.append(chunk)
+    lines: list[str] = []
+    current = ""
+    for token in tokens:
+        candidate = current + token
+        if current and not fits(candidate.rstrip(" ")):
+            lines.append(current.rstrip(" "))
+            current = token
+        else:
+            current = candidate
+    if current.strip(" "):
+        lines.append(current.rstrip(" "))
+    return lines
+
+
+def ellipsize(lines: list[str], max_lines: int, fits: "callable[[str], bool]",
+              ellipsis: str = ELLIPSIS) -> list[str]:
+    """Keep the first *max_lines* lines, the last ending in an ellipsis that fits."""
+    if len(lines) <= max_lines:
+        return lines
+    kept = lines[:max_lines]
+    last = kept[-1]
+    while last and not fits(last + ellipsis):
+        last = last[:-1]
+    kept[-1] = last + ellipsis
+    return kept
+
+
+@dataclass
+class _Placed:
+    block: Block
+    size: int
+    lines: list[str]
+    top: int            # ink top of the block's lines relative to the draw origin
+    height: int         # ink height of one line (uniform within a block)
+    gap: int            # pixels between this block's lines
+
+
+def _place_block(block: Block, size: int, width: int, clip: int, mode: str) -> _Placed | None:
+    def fits(line: str) -> bool:
+        return text_width(line, size, mode) <= width
+
+    lines = wrap(block.text, width, fits, block.wrap)
+    if lines is None:
+        return None
+    limit = min(block.max_lines, clip) if clip and block.ellipsize else block.max_lines
+    if len(lines) > limit:
+        if not (clip and block.ellipsize):
+            return None
+        lines = ellipsize(lines, limit, fits)
+    tops = [_bbox(line, size, mode)[1] for line in lines]
+    bottoms = [_bbox(line, size, mode)[3] for line in lines]
+    top, bottom = min(tops), max(bottoms)
+    return _Placed(block, size, lines, top, bottom - top, gap=max(1, size // 6))
+
+
+def _grow_size(block: Block, body: int, width: int, height: int, mode: str) -> int:
+    """The largest size up to ``scale * body`` at which *block* fits one line."""
+    best = body
+    for size in range(body, int(body * block.scale) + 1):
+        left, top, right, bottom = _bbox(block.text, size, mode)
+        if right - left > width or bottom - top > height:
+            break
+        best = size
+    return best
+
+
+def _try(blocks: Sequence[Block], body: int, width: int, height: int,
+         clip: int, mode: str) -> list[_Placed] | None:
+    placed: list[_Placed] = []
+    for block in blocks:
+        if block.scale > 1 and scalable_fonts():
+            size = _grow_size(block, body, width, height, mode)
+        else:
+            size = body
+        p = _place_block(block, size, width, clip, mode)
+        if p is None:
+            return None
+        placed.append(p)
+    # A grown block (the user code) gives back size before the body shrinks.
+    while _stack_height(placed, body) > height:
+        grown = [i for i, p in enumerate(placed) if p.size > body]
+        if not grown:
+            return None
+        for i in grown:
+            p = _place_block(placed[i].block, placed[i].size - 1, width, clip, mode)
+            assert p is not None  # smaller than a size that fitted one line
+            placed[i] = p
+    return placed
+
+
+def _block_gap(body: int) -> int:
+    return max(2, body // 3)
+
+
+def _stack_height(placed: Sequence[_Placed], body: int) -> int:
+    total = sum(p.height * len(p.lines) + p.gap * (len(p.lines) - 1) for p in placed)
+    return total + _block_gap(body) * (len(placed) - 1)
+
+
+def _sizes(min_size: int, max_size: int) -> Iterable[int]:
+    if not scalable_fonts():
+        return [min_size]
+    return range(max_size, min_size - 1, -1)
+
+
+def fit_column(blocks: Sequence[Block], region: Box, *, min_size: int,
+               max_size: int, mode: str = "1", clip: bool = True,
+               valign: str = "center") -> list[Line] | None:
+    """Lay *blocks* out top to bottom inside *region*, as large as they fit.
+
+    Tries, in order: every block at the largest body size from *max_size*
+    down to *min_size*; then the same with optional blocks dropped (lowest
+    ``priority`` first); then with ``ellipsize`` blocks cut short. Returns
+    the placed lines, or None when even that does not fit. With
+    ``clip=False`` nothing is ellipsized (try a smaller *min_size* first).
+    """
+    optional = sorted((b for b in blocks if not b.required), key=lambda b: b.priority)
+    attempts: list[tuple[list[Block], int]] = []
+    for dropped in range(len(optional) + 1):
+        gone = {id(b) for b in optional[:dropped]}
+        attempts.append(([b for b in blocks if id(b) not in gone], 0))
+    # Last resort: cut ellipsizable blocks (an account name) a line at a time.
+    longest = max((b.max_lines for b in blocks if b.ellipsize), default=0) if clip else 0
+    for limit in range(longest, 0, -1):
+        for dropped in range(len(optional) + 1):
+            gone = {id(b) for b in optional[:dropped]}
+            attempts.append(([b for b in blocks if id(b) not in gone], limit))
+    for active, limit in attempts:
+        for body in _sizes(min_size, max_size):
+            placed = _try(active, body, region.width, region.height, limit, mode)
+            if placed is not None:
+                return _arrange(placed, body, region, valign, mode)
+    return None
+
+
+def _arrange(placed: list[_Placed], body: int, region: Box, valign: str,
+             mode: str) -> list[Line]:
+    used = _stack_height(placed, body)
+    spare = region.height - used
+    # Spread spare room between blocks (up to a line's worth) so a short
+    # screen does not huddle at the top, then centre what remains.
+    between = min(spare // (len(placed) + 1), body) if len(placed) > 1 else 0
+    used += between * (len(placed) - 1)
+    y = region.top + ((region.height - used) // 2 if valign == "center" else 0)
+    out: list[Line] = []
+    for index, p in enumerate(placed):
+        for line in p.lines:
+            left, top, right, bottom = _bbox(line, p.size, mode)
+            ink_w = right - left
+            if p.block.align == "left":
+                x = region.left
+            else:
+                x = region.left + (region.width - ink_w) // 2
+            origin = (x - left, y - p.top)
+            box = Box(x, y + (top - p.top), x + ink_w, y + (bottom - p.top), "text", line)
+            out.append(Line(line, p.size, p.block.role, origin, box))
+            y += p.height + p.gap
+        y += _block_gap(body) + between - p.gap
+    return out
