@@ -618,3 +618,19 @@ def test_on_a_lan_the_page_is_served_but_the_controls_are_not(fake_clock):
         assert requests.get(f"{from_lan}/_sandbox/state", timeout=5).status_code == 403
         page = requests.post(f"{from_lan}/devicelogin", data={"code": code["user_code"], "action": "approve"}, timeout=5)
         assert page.status_code == 200 and poll(idp, code["device_code"]).status_code == 200
+
+
+def test_me_is_a_protected_resource(idp):
+    """``GET /v1.0/me`` answers only to a valid bearer token (what the seed's script fetches)."""
+    import requests as _requests
+    url = idp.base_url + "/v1.0/me"
+    assert _requests.get(url, timeout=5).status_code == 401
+    assert _requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 401
+    code = _requests.post(f"{idp.base_url}/organizations/oauth2/v2.0/devicecode",
+                          data={"client_id": "c", "scope": "openid"}, timeout=5).json()
+    idp.approve(code["user_code"])
+    token = _requests.post(f"{idp.base_url}/organizations/oauth2/v2.0/token", timeout=5, data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": "c",
+        "device_code": code["device_code"]}).json()["access_token"]
+    me = _requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert me.status_code == 200 and me.json()["userPrincipalName"] == "ada@contoso.example"

@@ -871,6 +871,9 @@ class _IdpHandler(QuietHandler):
                 status, doc = idp._discovery(match.group(1))
             self._json(status, doc)
             return
+        if path == "/v1.0/me" and method == "GET":
+            self._me()
+            return
         match = _KEYS.match(path)
         if match and method == "GET":
             self._json(200, {"keys": []})
@@ -891,6 +894,20 @@ class _IdpHandler(QuietHandler):
             self._token(match.group(1), _form(body))
             return
         self._json(404, {"error": "not_found", "error_description": f"No such endpoint: {method} {path}"})
+
+    def _me(self) -> None:
+        """A Graph-shaped ``GET /v1.0/me``: a protected resource to try a token on."""
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        account = self.idp.validate_access_token(token.strip()) if scheme.lower() == "bearer" else None
+        with self.idp._lock:
+            self.idp._counts["resource"] += 1
+        if account is None:
+            self._json(401, {"error": {"code": "InvalidAuthenticationToken",
+                                       "message": "Access token is empty, invalid or expired."}},
+                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return
+        self._json(200, {"userPrincipalName": account, "displayName": account.split("@")[0].title(),
+                         "mail": account})
 
     def _token(self, tenant: str, form: dict[str, str]) -> None:
         idp = self.idp
