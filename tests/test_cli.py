@@ -306,8 +306,10 @@ def test_token_file_is_root_only(agent_dirs, idp_realtime):
 def test_seed_in_scripts_example(agent_dirs, idp_realtime, tmp_path):
     """The seed's "In Scripts" bash example, unchanged but for the URL it fetches."""
     create(idp_realtime)
-    seed = (Path("/work/shared/seed/device-code-flow.txt") if Path("/work/shared/seed").exists()
-            else REPO / "tests" / "data" / "device-code-flow.txt")
+    # The seed as shared beside the checkout (CI lays shared/ next to the clone), else our copy.
+    seed = REPO.parent / "shared" / "seed" / "device-code-flow.txt"
+    if not seed.exists():
+        seed = REPO / "tests" / "data" / "device-code-flow.txt"
     text = seed.read_text()
     start = text.index("#!/bin/bash\nset -euo pipefail\necho \"Authenticating with Microsoft Entra ID...\"")
     end = text.index("| jq .", start) + len("| jq .")
