@@ -216,6 +216,7 @@ class Service:
         self._view_before_hold: ui.View | None = None
         self._signed_in_screen_until: float | None = None
         self._status_written_at: float | None = None
+        self._published_at = clock.monotonic()
         self._status_dirty = False
         self._stop_requested = False
         self._set_up = False
@@ -574,7 +575,9 @@ class Service:
             self._upload_failures = 0
             if self._last_error and not error:
                 self._last_error = None
-            self._status_dirty = True
+                self._status_dirty = True
+            if now - self._published_at >= STATUS_REFRESH:
+                self._publish()          # counters over MQTT, at most every STATUS_REFRESH s
         if error:
             if getattr(result, "permanent", False):
                 # The uploader moved that batch aside: report it, carry on.
@@ -604,6 +607,7 @@ class Service:
         log.warning("upload failed: %s; retrying in %.0f s", error, retry_after)
         if changed:
             self._publish()
+            self._status_dirty = True
         if self.state == SIGNED_IN:
             depth = self._depth()
             self._show(ui.OfflineView(reason=error[:60], outbox_depth=depth,
@@ -613,6 +617,8 @@ class Service:
         if self.state not in (STARTING, SIGNED_IN):
             return                  # signed out meanwhile (button hold): too late
         if event.error is None:
+            if self._refresh_failures:
+                self._last_error = None
             self._refresh_failures = 0
             was = self.state
             self._signed_in(event.value, announce=was != SIGNED_IN)
@@ -632,6 +638,7 @@ class Service:
             # Expired token, provider unreachable: keep reading; upload after refresh.
             self._enter(SIGNED_IN)
         self._publish()
+        self._status_dirty = True
 
     def _on_tokens(self, event: _Event) -> None:
         # The uploader refreshed after a 401.
@@ -980,6 +987,7 @@ class Service:
         return self.state.replace("_", " ")
 
     def _publish(self) -> None:
+        self._published_at = self.clock.monotonic()
         if self.publisher is not None:
             self.publisher.publish_state(self._status())
 
@@ -992,6 +1000,7 @@ class Service:
         status = self._status()
         status.pop("user_code", None)
         status["pid"] = os.getpid()
+        status["updated"] = _iso(self.clock.time())
         try:
             write_status(self.status_path, status)
             self._status_written_at = now

@@ -1,0 +1,265 @@
+"""The service state machine on a FakeClock, against the real sandbox servers.
+
+The loop is the real one (:meth:`Service.run_until`); the identity provider
+and the receiver are real HTTP servers on 127.0.0.1 running on the same
+FakeClock, so token lifetimes, code expiry and the retry timer are exercised
+without sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from agent import paths, ui
+from agent.auth.tokens import TokenClient
+from agent.config import load_config
+from agent.notify import Notifier
+from agent.profiles import Profile, ProfileStore
+from agent.sandbox.idp import Fault
+from agent.service import (
+    AWAITING_USER, SIGN_IN_REQUIRED, SIGN_IN_RETRY_DELAY, SIGN_IN_STOPPED, SIGNED_IN,
+    STARTING, Service,
+)
+from agent.tokenstore import TokenStore
+
+CLIENT_ID = "00000000-0000-0000-0000-000000000001"
+
+
+class RecordingPresenter:
+    """A face that remembers what it was asked to show (the service's port to a screen)."""
+
+    def __init__(self) -> None:
+        self.views: list[ui.View] = []
+        self.wakes = 0
+        self.closed = False
+
+    def show(self, view: ui.View) -> None:
+        self.views.append(view)
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+    def of(self, kind: type) -> list[ui.View]:
+        return [v for v in self.views if isinstance(v, kind)]
+
+    @property
+    def last(self) -> ui.View:
+        return self.views[-1]
+
+
+def write_config(text: str) -> None:
+    paths.config_dir().mkdir(parents=True, exist_ok=True)
+    (paths.config_dir() / "agent.toml").write_text(text)
+
+
+@pytest.fixture
+def make_service(agent_dirs, fake_clock, idp):
+    made: list[Service] = []
+
+    def make(*, endpoint: str | None = None, interval: int = 60, extra: str = "",
+             **kw) -> Service:
+        paths.config_dir().mkdir(parents=True, exist_ok=True)
+        store = ProfileStore(paths.profiles_file())
+        if "default" not in store.names():
+            store.save(Profile(name="default", client_id=CLIENT_ID, tenant_id="organizations",
+                               authority_host=idp.base_url))
+        telemetry = f'endpoint = "{endpoint}"\n' if endpoint else ""
+        write_config(f'device_id = "dev-1"\n[telemetry]\n{telemetry}interval = {interval}\n'
+                     f'jitter = false\n[[sensors]]\ntype = "uptime"\n'
+                     f'[[sensors]]\ntype = "load_average"\n{extra}')
+        config = load_config(paths.config_file())
+        client = TokenClient(store.get("default"), store=TokenStore(paths.token_dir()),
+                             clock=fake_clock)
+        kw.setdefault("presenter", RecordingPresenter())
+        kw.setdefault("notifier", Notifier(None))
+        service = Service(config, clock=fake_clock, token_client=client, **kw)
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        if service._set_up and not service.finished:
+            service.stop()
+            service.run_until(lambda s: s.finished, 2000)
+
+
+def in_state(state):
+    return lambda s: s.state == state
+
+
+def test_first_start_signs_in_and_keeps_reading(make_service, idp, fake_clock):
+    idp.auto_approve_after_polls = 1
+    t0 = fake_clock.monotonic()
+    service = make_service()
+    assert service.run_until(in_state(SIGNED_IN), 5000)
+    assert service.history == [STARTING, SIGN_IN_REQUIRED, AWAITING_USER, SIGNED_IN]
+    shown = service.presenter.of(ui.SignInView)
+    assert shown and shown[0].user_code and shown[0].verification_uri == idp.verification_uri
+    assert shown[0].lifetime == 900
+    assert service.presenter.of(ui.SignedInView)[-1].account == "ada@contoso.example"
+    token_file = paths.token_dir() / "default.json"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+    # No endpoint configured: readings (2 sensors) are kept in the outbox.
+    assert service.run_until(lambda s: s.readings_taken >= 6, 5000)
+    assert service.outbox.depth() == service.readings_taken == 6
+    assert fake_clock.monotonic() - t0 == 2 * 60         # three reads, one interval apart
+    status = json.loads(paths.status_file().read_text())
+    assert status["state"] == SIGNED_IN and status["account"] == "ada@contoso.example"
+    assert status["pid"] == os.getpid()
+    assert stat.S_IMODE(paths.status_file().stat().st_mode) == 0o644
+    text = paths.status_file().read_text()
+    for secret in idp.issued_secrets():
+        assert secret not in text
+
+
+def test_saved_sign_in_is_used_without_network(make_service, idp):
+    idp.auto_approve_after_polls = 1
+    first = make_service()
+    assert first.run_until(in_state(SIGNED_IN), 5000)
+    first.stop()
+    assert first.run_until(lambda s: s.finished, 1000)
+    before = idp.counts
+    second = make_service()
+    assert second.run_until(in_state(SIGNED_IN), 100)
+    assert second.history == [STARTING, SIGNED_IN]
+    assert idp.counts == before                    # cached token: nothing asked
+
+
+def test_button_cancels_then_asks_for_a_new_code(make_service, idp):
+    idp.code_lifetime = 10**6          # nobody approves; the code must not expire first
+    service = make_service()
+    assert service.run_until(in_state(AWAITING_USER), 5000)
+    first_code = service.presenter.of(ui.SignInView)[-1].user_code
+    service.post("press")
+    assert service.run_until(in_state(SIGN_IN_STOPPED), 5000)
+    assert isinstance(service.presenter.last, ui.CancelledView)
+    assert service.presenter.wakes == 1
+    service.post("press")
+    assert service.run_until(in_state(AWAITING_USER), 5000)
+    assert service.presenter.of(ui.SignInView)[-1].user_code != first_code
+    assert idp.counts["devicecode"] == 2
+    assert service.history[-3:] == [SIGN_IN_STOPPED, SIGN_IN_REQUIRED, AWAITING_USER]
+
+
+def test_expired_code_stops_then_retry_timer_asks_again(make_service, idp, fake_clock):
+    idp.code_lifetime = 60
+    service = make_service()
+    assert service.run_until(in_state(SIGN_IN_STOPPED), 5000)
+    assert isinstance(service.presenter.last, ui.ExpiredView)
+    stopped_at = fake_clock.monotonic()
+    assert service.run_until(lambda s: s.history.count(AWAITING_USER) == 2, 5000)
+    assert fake_clock.monotonic() - stopped_at >= SIGN_IN_RETRY_DELAY
+    assert idp.counts["devicecode"] == 2
+
+
+def test_declined_sign_in_stops(make_service, idp):
+    idp.code_lifetime = 10**6
+    service = make_service()
+    assert service.run_until(in_state(AWAITING_USER), 5000)
+    idp.decline()
+    assert service.run_until(in_state(SIGN_IN_STOPPED), 5000)
+    assert isinstance(service.presenter.last, ui.DeclinedView)
+
+
+def test_revoked_refresh_token_means_sign_in_again(make_service, idp, fake_clock):
+    idp.auto_approve_after_polls = 1
+    idp.access_token_lifetime = 600
+    service = make_service()
+    assert service.run_until(in_state(SIGNED_IN), 5000)
+    idp.revoke_refresh_tokens()
+    assert service.run_until(lambda s: s.history.count(SIGNED_IN) == 2, 10000)
+    assert service.history == [STARTING, SIGN_IN_REQUIRED, AWAITING_USER, SIGNED_IN,
+                               SIGN_IN_REQUIRED, AWAITING_USER, SIGNED_IN]
+    assert idp.counts["token.refresh_token"] == 1      # tried once, refused for good
+
+
+def test_transient_refresh_failure_keeps_the_token(make_service, idp, fake_clock):
+    idp.auto_approve_after_polls = 1
+    idp.access_token_lifetime = 600
+    service = make_service()
+    assert service.run_until(in_state(SIGNED_IN), 5000)
+    idp.queue_token_faults(Fault.status(503), Fault.drop())
+    assert service.run_until(lambda s: s._last_error is not None, 10000)
+    assert "HTTP 503" in service._last_error
+    # The third attempt works; the error clears; the token was never dropped.
+    assert service.run_until(lambda s: idp.counts["token.refresh_token"] >= 3
+                             and s._last_error is None, 10000)
+    assert service.history == [STARTING, SIGN_IN_REQUIRED, AWAITING_USER, SIGNED_IN]
+
+
+def test_hold_signs_out_release_keeps(make_service, idp):
+    idp.auto_approve_after_polls = 1
+    service = make_service()
+    assert service.run_until(in_state(SIGNED_IN), 5000)
+    service.post("hold_start")
+    assert service.run_until(lambda s: isinstance(s.presenter.last, ui.ConfirmSignOutView), 100)
+    service.post("hold_cancel")
+    assert service.run_until(lambda s: isinstance(s.presenter.last, ui.StatusView), 100)
+    assert service.state == SIGNED_IN
+    assert (paths.token_dir() / "default.json").exists()
+
+    idp.auto_approve_after_polls = None
+    idp.code_lifetime = 10**6
+    service.post("hold_start")
+    service.post("hold")
+    assert service.run_until(in_state(AWAITING_USER), 5000)
+    assert not (paths.token_dir() / "default.json").exists()
+    assert service.history[-3:] == [SIGNED_IN, SIGN_IN_REQUIRED, AWAITING_USER]
+
+
+def test_wall_clock_jump_is_not_expiry(make_service, idp, fake_clock):
+    idp.auto_approve_after_polls = 1
+    service = make_service()                 # tokens live 3600 s: refresh at 3300 s
+    assert service.run_until(in_state(SIGNED_IN), 5000)
+    signed_in_at = fake_clock.monotonic()
+    fake_clock.jump_wall(+3 * 365 * 86400)   # NTP finds the real date after boot
+    taken = service.readings_taken
+    assert service.run_until(lambda s: s.readings_taken >= taken + 10, 5000)
+    fake_clock.jump_wall(-10 * 86400)
+    assert service.run_until(lambda s: s.readings_taken >= taken + 20, 5000)
+    assert idp.counts["token.refresh_token"] == 0
+    assert service.state == SIGNED_IN
+    assert service.run_until(lambda s: idp.counts["token.refresh_token"] == 1, 5000)
+    elapsed = fake_clock.monotonic() - signed_in_at
+    assert 3300 - 61 <= elapsed <= 3300 + 61          # on the monotonic schedule
+    assert service.state == SIGNED_IN
+
+
+def test_stop_spills_the_outbox_and_says_stopped(make_service, idp):
+    idp.auto_approve_after_polls = 1
+    service = make_service()
+    assert service.run_until(lambda s: s.readings_taken >= 4, 5000)
+    service.stop()
+    assert service.run_until(lambda s: s.finished, 1000)
+    assert service.presenter.closed
+    assert service.history[-1] == "stopping"
+    status = json.loads(paths.status_file().read_text())
+    assert status["state"] == "stopped" and status["pid"] is None
+    from agent.telemetry.outbox import Outbox
+    with Outbox(paths.outbox_file()) as box:
+        assert box.depth() == service.readings_taken
+
+
+def test_nothing_secret_reaches_logs_views_or_status(make_service, idp, caplog):
+    caplog.set_level("DEBUG")
+    idp.auto_approve_after_polls = 1
+    idp.access_token_lifetime = 400
+    service = make_service()
+    assert service.run_until(lambda s: idp.counts["token.refresh_token"] >= 2, 10000)
+    idp.revoke_refresh_tokens()
+    assert service.run_until(lambda s: s.history.count(SIGNED_IN) == 2, 10000)
+    service.stop()
+    service.run_until(lambda s: s.finished, 1000)
+    secrets = idp.issued_secrets()
+    assert len(secrets) >= 6
+    haystack = caplog.text + repr(service.presenter.views) + paths.status_file().read_text()
+    for secret in secrets:
+        assert secret not in haystack
