@@ -1,0 +1,407 @@
+"""The uploader: one batched POST of waiting readings, and what to do next.
+
+Each :meth:`Uploader.upload` takes the oldest readings from the outbox (see
+:meth:`~agent.telemetry.outbox.Outbox.peek_batch`), POSTs them as DESIGN.md
+says::
+
+    POST <endpoint>
+    Authorization: Bearer <token>
+    {"device_id": "greenhouse-1", "readings": [{"id": ..., "sensor": ...,
+     "value": 48.3, "unit": "°C", "time": "2027-01-15T08:00:00.000Z"}]}
+
+and returns an :class:`UploadResult` telling the caller how long to wait.
+What each answer does:
+
+=====================  ====================================================
+2xx                    acknowledged: the readings leave the outbox
+401                    the token is refreshed once (``refresh_token()``) and
+                       the POST retried once; a second 401 is reported as
+                       "the endpoint rejects the token" and readings stay
+403, 404, 405, 410,    the endpoint refuses *this device or address*, not
+3xx                    these readings: nothing is deleted, the batch is not
+                       retried for :data:`REFUSED_PAUSE` seconds, the result
+                       is ``permanent`` (a person must act). The issue asked
+                       to "stop retrying that batch, report" for 403; moving
+                       it aside would move the whole outbox aside one batch
+                       at a time while a permission is missing.
+413                    the batch is split in halves and retried (down to
+                       one reading); later batches stay at the size that
+                       worked. A single reading still too large is
+                       dead-lettered.
+408, 425, 429, 5xx,    exponential backoff with full jitter:
+timeouts, DNS and      ``uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n))``
+connection errors      seconds, or exactly ``Retry-After`` (seconds or an
+                       HTTP date) when the server sends one
+other 4xx (400, 422)   the batch is moved to the dead-letter table and the
+                       result is ``permanent``; the next batch goes on
+=====================  ====================================================
+
+Whenever an upload does not succeed the outbox is spilled to disk (spill
+mode keeps readings in memory only while uploads work).
+
+The token callables may raise the sign-in errors
+(:class:`~agent.auth.errors.SignInRequired`, ``ProviderUnavailable``): they
+propagate to the caller, the readings stay in the outbox. No token appears
+in a log line, an error or a result.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import timezone
+from typing import TYPE_CHECKING, Callable
+from urllib.parse import urlsplit
+
+from agent import __version__
+from agent.clock import Clock
+from agent.config import check_endpoint
+from agent.errors import ConfigError
+from agent.telemetry.outbox import Outbox
+from agent.telemetry.sensors import Reading
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = [
+    "Uploader",
+    "UploadResult",
+    "start_jitter",
+    "parse_retry_after",
+    "BACKOFF_BASE",
+    "BACKOFF_CAP",
+    "RETRY_AFTER_MAX",
+    "REFUSED_PAUSE",
+    "TRANSIENT_STATUSES",
+    "REFUSED_STATUSES",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds: the first backoff window; it doubles with each failure in a row.
+BACKOFF_BASE = 2.0
+#: Seconds: the backoff window never grows past this (5 minutes).
+BACKOFF_CAP = 300.0
+#: Seconds: a server's Retry-After is honoured up to this (1 hour).
+RETRY_AFTER_MAX = 3600.0
+#: Seconds to wait after the endpoint refused this device (401 after a
+#: refresh, 403, 404...): long enough not to hammer it, short enough that a
+#: permission granted later is noticed without a restart.
+REFUSED_PAUSE = 900.0
+
+#: Statuses worth retrying later with backoff (RFC 9110 §15; 425 RFC 8470).
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Statuses that say the endpoint refuses this device or address, not the readings.
+REFUSED_STATUSES = frozenset({403, 404, 405, 410})
+
+_DESCRIPTION_MAX = 120  # characters of a server's error text quoted in a result
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What one :meth:`Uploader.upload` did and what the caller should do next.
+
+    ``retry_after`` is in seconds: wait that long before the next attempt;
+    None means go on (at once while the outbox still holds readings).
+    ``error`` is one line for people and logs, never holding a token.
+    ``permanent`` says retrying the same request will not help: a person
+    must act (403...), or readings were moved to the dead-letter table.
+    """
+
+    accepted: int
+    retry_after: float | None
+    error: str | None
+    permanent: bool
+    dead_lettered: int = 0
+    status: int | None = None     # last HTTP status seen; None: no answer (or nothing sent)
+    attempted: bool = True        # False when nothing was sent (empty outbox, still waiting)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing went wrong (also when there was nothing to send)."""
+        return self.error is None
+
+
+def start_jitter(device_id: str, interval: float) -> float:
+    """Seconds (0 <= x < interval) to delay this device's first upload.
+
+    Stable per device (a hash of the id), so a fleet that boots together
+    after a power cut spreads its uploads over one interval.
+    """
+    digest = hashlib.sha256(device_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 * max(0.0, interval)
+
+
+def parse_retry_after(value: str | None, now_wall: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110 §10.2.3).
+
+    Accepts delay-seconds (``"7"``) or an HTTP date; *now_wall* is the wall
+    clock (epoch seconds) to measure a date against. None when absent or
+    unreadable; never negative; at most :data:`RETRY_AFTER_MAX`.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(int(value))
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - now_wall
+    return min(max(0.0, seconds), RETRY_AFTER_MAX)
+
+
+def _network_reason(exc: Exception) -> str:
+    """A short cause for a requests exception (its text can be very long)."""
+    import requests
+
+    text = repr(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed (is the certificate valid for this host?)"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "the proxy refused the connection"
+    for needle, reason in (
+        ("NameResolutionError", "the DNS lookup failed"),
+        ("Name or service not known", "the DNS lookup failed"),
+        ("Temporary failure in name resolution", "the DNS lookup failed"),
+        ("No address associated", "the DNS lookup failed"),
+        ("Connection refused", "the connection was refused"),
+        ("Network is unreachable", "the network is unreachable"),
+        ("No route to host", "there is no route to the host"),
+        ("RemoteDisconnected", "the connection closed without an answer"),
+        ("Connection aborted", "the connection closed without an answer"),
+        ("Connection reset", "the connection was reset"),
+    ):
+        if needle in text:
+            return reason
+    return f"the request failed ({type(exc).__name__})"
+
+
+class Uploader:
+    """Sends batches of readings to one endpoint (see the module docstring).
+
+    *token* returns the current access token; *refresh_token* forces a
+    refresh and returns the new one (called after a 401). *timeout* is in
+    seconds per request; *rng* makes the backoff jitter repeatable in tests.
+
+    >>> uploader = Uploader("https://api.example.com/telemetry", device_id="greenhouse-1",
+    ...                     token=lambda: client.acquire_silent().access_token,
+    ...                     refresh_token=lambda: client.refresh().access_token,
+    ...                     clock=SystemClock())                      # doctest: +SKIP
+    >>> result = uploader.upload(outbox, 500)                          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        device_id: str,
+        token: Callable[[], str],
+        refresh_token: Callable[[], str],
+        session: "requests.Session | None" = None,
+        clock: Clock,
+        timeout: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if (reason := check_endpoint(endpoint)) is not None:
+            raise ConfigError(f"telemetry endpoint {urlsplit(endpoint).netloc or endpoint!r} "
+                              f"must be {reason}")
+        self.endpoint = endpoint
+        self.device_id = device_id
+        self._token = token
+        self._refresh_token = refresh_token
+        self._own_session = session is None
+        self._session = session
+        self.clock = clock
+        self.timeout = timeout
+        self._rng = rng if rng is not None else random.Random()
+        self._host = urlsplit(endpoint).netloc
+        self._failures = 0               # transient failures in a row
+        self._not_before = float("-inf")  # monotonic seconds; no POST before this
+        self._last: UploadResult | None = None
+        self._batch_limit: int | None = None  # learnt from 413 answers
+        self._secrets: list[str] = []   # tokens used in the current upload, to redact
+
+    # -- state for the service ---------------------------------------------------
+
+    @property
+    def failures(self) -> int:
+        """Transient failures in a row (0 after a success)."""
+        return self._failures
+
+    @property
+    def batch_limit(self) -> int | None:
+        """The batch size learnt from 413 answers, if any."""
+        return self._batch_limit
+
+    def wait_remaining(self) -> float:
+        """Seconds until the next attempt is allowed (0 when it is)."""
+        return max(0.0, self._not_before - self.clock.monotonic())
+
+    def close(self) -> None:
+        """Close the HTTP session if this uploader made it."""
+        if self._own_session and self._session is not None:
+            self._session.close()
+            self._session = None
+
+    # -- one upload ----------------------------------------------------------------
+
+    def upload(self, outbox: Outbox, batch_max: int) -> UploadResult:
+        """POST up to *batch_max* of the oldest waiting readings (see the module docstring).
+
+        Called before the wait of a previous result is over, it sends
+        nothing and returns the time still to wait.
+        """
+        remaining = self.wait_remaining()
+        if remaining > 0:
+            last = self._last
+            return UploadResult(0, remaining, last.error if last else None,
+                                last.permanent if last else False, attempted=False,
+                                status=last.status if last else None)
+        limit = batch_max if self._batch_limit is None else min(batch_max, self._batch_limit)
+        batch = outbox.peek_batch(max(1, limit))
+        if not batch:
+            return UploadResult(0, None, None, False, attempted=False)
+        result: UploadResult | None = None
+        try:
+            result = self._send(outbox, batch)
+        finally:
+            self._secrets = []
+            if result is None or (result.error is not None and result.dead_lettered == 0):
+                # Not accepted: spill mode must not keep these only in memory.
+                outbox.spill()
+        self._last = result
+        if result.retry_after is not None:
+            self._not_before = self.clock.monotonic() + result.retry_after
+        if result.error:
+            log.warning("upload: %s (%d accepted, %d waiting%s)", result.error, result.accepted,
+                        outbox.depth(),
+                        f", next try in {result.retry_after:.0f} s" if result.retry_after else "")
+        else:
+            log.info("upload: %d readings accepted, %d waiting", result.accepted, outbox.depth())
+        return result
+
+    def _send(self, outbox: Outbox, batch: list[Reading]) -> UploadResult:
+        token = self._token()
+        self._secrets.append(token)
+        refreshed = False
+        accepted = 0
+        dead = 0
+        errors: list[str] = []
+        status: int | None = None
+        pending = [batch]
+        while pending:
+            part = pending.pop(0)
+            status, headers, detail = self._post(part, token)
+            if status == 401 and not refreshed:
+                refreshed = True
+                log.info("upload: the endpoint answered 401; refreshing the token once")
+                token = self._refresh_token()
+                self._secrets.append(token)
+                status, headers, detail = self._post(part, token)
+            ids = [r.id for r in part]
+            if status is not None and 200 <= status < 300:
+                outbox.ack(ids)
+                accepted += len(part)
+                self._failures = 0
+                continue
+            if status == 413:
+                if len(part) > 1:
+                    half = len(part) // 2
+                    self._batch_limit = half if self._batch_limit is None else min(self._batch_limit, half)
+                    log.info("upload: %d readings are too large for the endpoint; trying %d",
+                             len(part), half)
+                    pending[0:0] = [part[:half], part[half:]]
+                    continue
+                reason = "a single reading is too large for the endpoint (HTTP 413)"
+                outbox.dead_letter(ids, reason)
+                dead += 1
+                errors.append(reason + " (it was moved to the dead-letter table)")
+                continue
+            if status is None or status in TRANSIENT_STATUSES:
+                self._failures += 1
+                window = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
+                wait = parse_retry_after(headers.get("Retry-After"), self.clock.time())
+                if wait is None:
+                    wait = self._rng.uniform(0.0, window)   # full jitter
+                error = detail if status is None else self._http_error(status, detail)
+                return UploadResult(accepted, wait, error, False, dead, status)
+            if status == 401:
+                error = ("the endpoint rejects the token even after a refresh (HTTP 401) "
+                         "(check that the profile's scope is the endpoint's API; readings are kept)")
+                return UploadResult(accepted, REFUSED_PAUSE, error, True, dead, status)
+            if status in REFUSED_STATUSES or 300 <= status < 400 or status < 200:
+                return UploadResult(accepted, REFUSED_PAUSE, self._refused(status, headers, detail),
+                                    True, dead, status)
+            # Any other 4xx (400, 422...): these readings will never be taken.
+            reason = self._http_error(status, detail)
+            outbox.dead_letter(ids, reason)
+            dead += len(part)
+            errors.append(f"{reason} ({len(part)} readings moved to the dead-letter table)")
+        if errors:
+            return UploadResult(accepted, None, errors[-1], True, dead, status)
+        return UploadResult(accepted, None, None, False, dead, status)
+
+    def _post(self, part: list[Reading], token: str) -> tuple[int | None, dict[str, str], str]:
+        """One POST. Returns (status or None when no answer, headers, detail)."""
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
+        body = json.dumps({"device_id": self.device_id, "readings": [r.as_json() for r in part]},
+                          separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token}",
+            "User-Agent": f"entra-device-agent/{__version__}",
+        }
+        try:
+            response = self._session.post(self.endpoint, data=body, headers=headers,
+                                          timeout=self.timeout, allow_redirects=False)
+        except requests.Timeout:
+            return None, {}, f"{self._host} did not answer within {self.timeout:g} s"
+        except requests.RequestException as exc:
+            return None, {}, f"cannot reach {self._host}: {_network_reason(exc)}"
+        with response:
+            detail = self._describe(response)
+            return response.status_code, dict(response.headers), detail
+
+    def _describe(self, response: "requests.Response") -> str:
+        """The server's own short reason: ``error_description``/``error`` or a text line."""
+        text = ""
+        try:
+            data = response.json()
+            if isinstance(data, dict):
+                text = str(data.get("error_description") or data.get("error") or data.get("message") or "")
+        except ValueError:
+            content_type = response.headers.get("Content-Type", "")
+            if content_type.startswith("text/plain"):
+                text = response.text
+        text = " ".join(text.split())[:_DESCRIPTION_MAX]
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "[token]")
+        return text
+
+    def _http_error(self, status: int, detail: str) -> str:
+        return f"{self._host} answered HTTP {status}" + (f": {detail}" if detail else "")
+
+    def _refused(self, status: int, headers: dict[str, str], detail: str) -> str:
+        base = self._http_error(status, detail)
+        if status == 403:
+            return base + " (grant this device's account access to the endpoint; readings are kept)"
+        if 300 <= status < 400:
+            where = urlsplit(headers.get("Location", "")).netloc or "elsewhere"
+            return base + f" redirecting to {where} (set telemetry.endpoint to the final address)"
+        return base + " (check telemetry.endpoint; readings are kept)"
