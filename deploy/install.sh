@@ -318,18 +318,71 @@ install_file() {
     install -D -m "$mode" -- "$src" "$dest"
 }
 
+starter_config() {
+    # agent.toml to start from: the example (which documents every key) with
+    # what describes someone else's setup commented out, so that it is valid
+    # on any board: device_id (default: the hostname), the example endpoint,
+    # the ds18b20 and command sensors, and the mqtt, display, button and led
+    # tables. raspberry-pi-auth.sh sets those you give it; the rest stay
+    # documented, one '#' away.
+    "$(r "$VENV")/bin/python" - "$1" <<'PY'
+import re, sys, tomllib
+
+HEADER = re.compile(r"^\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
+OFF_TABLES = {"mqtt", "display", "display.extra", "button", "led"}
+OFF_SENSORS = {"ds18b20", "command"}
+OFF_KEYS = {"": {"device_id"}, "telemetry": {"endpoint"}}
+
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+blocks, current = [], {"table": "", "lines": []}
+for line in lines:
+    m = HEADER.match(line)
+    if m:
+        blocks.append(current)
+        current = {"table": m.group(1), "lines": []}
+    current["lines"].append(line)
+blocks.append(current)
+
+out = []
+for block in blocks:
+    table, body = block["table"], block["lines"]
+    off = table in OFF_TABLES
+    if table == "sensors":
+        text = "\n".join(line for line in body if not line.startswith("[["))
+        off = tomllib.loads(text).get("type") in OFF_SENSORS
+    keys = OFF_KEYS.get(table, set())
+    for line in body:
+        code = line.strip() and not line.lstrip().startswith("#")
+        key = line.split("=", 1)[0].strip() if "=" in line else None
+        if code and (off or key in keys):
+            line = "# " + line
+        out.append(line)
+text = "\n".join(out) + "\n"
+tomllib.loads(text)
+sys.stdout.write(text)
+PY
+}
+
 install_config() {
-    local example config
+    local example config default
     example="$(deploy_file agent.toml.example)"
     config="$(r "$CONFIG_DIR/agent.toml")"
-    install_file "$example" "$(r "$DEFAULT_CONFIG")" 0644 || true
+    default="$(r "$DEFAULT_CONFIG")"
+    starter_config "$example" > "$default.new" \
+        || die "could not derive agent.toml from $example (see the message above)"
+    if cmp -s -- "$default.new" "$default"; then
+        rm -f -- "$default.new"
+    else
+        chmod 0644 -- "$default.new"
+        mv -f -- "$default.new" "$default"
+    fi
     if [[ ! -d "$(r "$CONFIG_DIR")" ]]; then
         mkdir -p -- "$(r "$CONFIG_DIR")"
         chmod 0755 -- "$(r "$CONFIG_DIR")"
     fi
     if [[ ! -e "$config" ]]; then
-        say "writing $CONFIG_DIR/agent.toml from the example (edit it, then: entra-agent check-config)"
-        install -m 0644 -- "$example" "$config"
+        say "writing $CONFIG_DIR/agent.toml (every key documented; edit it, then: entra-agent check-config)"
+        install -m 0644 -- "$default" "$config"
     fi
 }
 
