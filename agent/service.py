@@ -58,7 +58,7 @@ __all__ = [
     "Service", "build_service", "open_face", "STATES", "STARTING", "SIGNED_IN", "SIGN_IN_REQUIRED", "AWAITING_USER",
     "SIGN_IN_STOPPED", "STOPPING", "SIGN_IN_RETRY_DELAY", "REFRESH_RETRY_MIN",
     "REFRESH_RETRY_MAX", "UPLOAD_RETRY_MIN", "UPLOAD_RETRY_MAX", "STOP_GRACE",
-    "STATUS_REFRESH", "STATUS_FILE_MIN_INTERVAL", "LED_MODES",
+    "STATUS_REFRESH", "LED_MODES",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,6 @@ MIN_REFRESH_SPACING = 5.0
 STOP_GRACE = 3.0
 #: Seconds between redraws of the steady status screen (ages tick).
 STATUS_REFRESH = 30.0
-#: Seconds between status.json rewrites for counters alone (a state change writes at once).
-STATUS_FILE_MIN_INTERVAL = 60.0
 #: Longest real wait while a job is in flight (jobs post an event when done).
 MAX_INFLIGHT_WAIT = 1.0
 #: Seconds the "Signed in" screen stays before the status screen.
@@ -264,7 +262,7 @@ class Service:
                                      token=self._current_access_token,
                                      refresh_token=self._refresh_for_uploader,
                                      clock=self.clock, session=self.session,
-                                     timeout=cfg.telemetry.timeout)
+                                     timeout=cfg.telemetry.timeout, rng=self._rng)
         if self.publisher is None and cfg.mqtt is not None:
             from agent.status import SensorInfo, StatusPublisher
             infos = [SensorInfo(s.name, s.unit or self._sensor_unit(s.name)) for s in cfg.sensors]
@@ -413,7 +411,7 @@ class Service:
         if self.state == STOPPING and not self._shutting_down_blocked():
             self._shutdown()
         elif self._status_dirty:
-            self._write_status(force=False)
+            self._write_status()
 
     def _idle(self, now: float) -> None:
         deadline = self._next_deadline()
@@ -429,10 +427,16 @@ class Service:
             self.clock.wait(timeout, self._wakeup)
 
     def _next_deadline(self) -> float | None:
-        candidates = [self._next_read, self._refresh_at, self._retry_sign_in_at,
-                      self._tick_at, self._display_at, self._watchdog_at]
-        if self._can_upload():
-            candidates.append(self._next_upload)
+        # A timer whose worker is busy is not a deadline: the job's event
+        # wakes the loop (counting it would spin on a zero timeout).
+        candidates = [self._retry_sign_in_at, self._tick_at, self._display_at, self._watchdog_at]
+        if not self._is_busy("readings"):
+            candidates.append(self._next_read)
+        if not self._is_busy("network"):
+            if self.state == SIGNED_IN:
+                candidates.append(self._refresh_at)
+            if self._can_upload():
+                candidates.append(self._next_upload)
         found = [c for c in candidates if c is not None]
         return min(found) if found else None
 
@@ -560,58 +564,50 @@ class Service:
     def _on_upload(self, event: _Event) -> None:
         now = self.clock.monotonic()
         if event.error is not None:
+            # The token callables raise the sign-in errors (after a 401).
             if isinstance(event.error, SignInRequired):
                 self._last_error = str(event.error)
                 self._sign_in_required()
                 return
-            self._upload_failed(str(event.error), None)
+            self._upload_failed(str(event.error), None, permanent=False)
             return
         result = event.value
-        accepted = int(getattr(result, "accepted", 0) or 0)
-        error = getattr(result, "error", None)
-        if accepted:
+        if result.accepted:
             self._last_upload = self.clock.time()
             self._last_upload_mono = now
             self._upload_failures = 0
-            if self._last_error and not error:
+            if self._last_error and not result.error:
                 self._last_error = None
                 self._status_dirty = True
             if now - self._published_at >= STATUS_REFRESH:
                 self._publish()          # counters over MQTT, at most every STATUS_REFRESH s
-        if error:
-            if getattr(result, "permanent", False):
-                # The uploader moved that batch aside: report it, carry on.
-                self._last_error = str(error)
-                self._status_dirty = True
-                self._next_upload = now
-                self._publish()
-            else:
-                self._upload_failed(str(error), getattr(result, "retry_after", None))
+        if result.error:
+            self._upload_failed(result.error, result.retry_after, permanent=result.permanent)
             return
-        if not accepted:
-            self._upload_wanted = False          # nothing left to send
-        self._next_upload = now
-        if self.state == SIGNED_IN and self._signed_in_screen_until is None:
+        if not result.accepted:
+            self._upload_wanted = False          # nothing (more) to send
+        # The uploader's own gate (Retry-After, backoff) is in retry_after.
+        self._next_upload = now + (result.retry_after or 0.0)
+        if self.state == SIGNED_IN and self._signed_in_screen_until is None \
+                and (result.accepted or not result.attempted):
             self._show_status()
 
-    def _upload_failed(self, error: str, retry_after: float | None) -> None:
+    def _upload_failed(self, error: str, retry_after: float | None, *, permanent: bool) -> None:
         now = self.clock.monotonic()
         self._upload_failures += 1
-        if retry_after is None:
+        if retry_after is None and not permanent:
             # Full jitter (AWS architecture blog): spreads a fleet's retries.
             cap = min(UPLOAD_RETRY_MAX, UPLOAD_RETRY_MIN * 2 ** min(self._upload_failures, 16))
             retry_after = self._rng.uniform(UPLOAD_RETRY_MIN, cap)
-        self._next_upload = now + float(retry_after)
+        self._next_upload = now + float(retry_after or 0.0)
         changed = error != self._last_error
         self._last_error = error
-        log.warning("upload failed: %s; retrying in %.0f s", error, retry_after)
         if changed:
             self._publish()
             self._status_dirty = True
         if self.state == SIGNED_IN:
-            depth = self._depth()
-            self._show(ui.OfflineView(reason=error[:60], outbox_depth=depth,
-                                      retry_in=float(retry_after)))
+            self._show(ui.OfflineView(reason=error[:60], outbox_depth=self._depth(),
+                                      retry_in=float(retry_after) if retry_after else None))
 
     def _on_refresh(self, event: _Event) -> None:
         if self.state not in (STARTING, SIGNED_IN):
@@ -760,7 +756,7 @@ class Service:
                 log.exception("LED failed")
         self.notifier.status(self._status_line())
         self._publish()
-        self._write_status(force=True)
+        self._write_status()
 
     def _signed_in(self, tokens: "TokenSet", *, announce: bool) -> None:
         self._tokens = tokens
@@ -807,7 +803,10 @@ class Service:
 
         def poll() -> None:
             try:
-                tokens = client.poll(authorization, cancel=cancel)
+                # on_wait wakes the loop before each poll's wait, so timers
+                # (sensor reads, the countdown) run while time passes.
+                tokens = client.poll(authorization, cancel=cancel,
+                                     on_wait=lambda left: self._wakeup.set())
             except BaseException as exc:  # noqa: BLE001 - every outcome is an event
                 if not isinstance(exc, AgentError):
                     log.exception("sign-in polling failed unexpectedly")
@@ -864,6 +863,8 @@ class Service:
         for worker in (self._sensor_worker, self._net_worker):
             if worker is not None and not worker.stop(STOP_GRACE):
                 log.warning("%s thread still busy at shutdown; leaving it", worker.name)
+        if self.uploader is not None and hasattr(self.uploader, "close"):
+            self.uploader.close()
         try:
             if self.outbox is not None:
                 self.outbox.close()            # spill: nothing read is lost
@@ -991,11 +992,10 @@ class Service:
         if self.publisher is not None:
             self.publisher.publish_state(self._status())
 
-    def _write_status(self, *, force: bool) -> None:
+    def _write_status(self) -> None:
+        # Called on a state change and when the error, MQTT link or failing
+        # sensors changed; never for counters alone (depth ticks every read).
         now = self.clock.monotonic()
-        if not force and self._status_written_at is not None \
-                and now - self._status_written_at < STATUS_FILE_MIN_INTERVAL:
-            return
         self._status_dirty = False
         status = self._status()
         status.pop("user_code", None)
@@ -1042,5 +1042,4 @@ def build_service(config: "AgentConfig", *, clock: Clock | None = None, stream: 
     client = TokenClient(profile, store=TokenStore(paths.token_dir()), clock=clock)
     if presenter is None:
         presenter = open_face(config.display.as_settings(), clock=clock, stream=stream)
-    return Service(config, clock=clock, token_client=client, presenter=presenter,
-                   session=client.session)
+    return Service(config, clock=clock, token_client=client, presenter=presenter)

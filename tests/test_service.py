@@ -263,3 +263,91 @@ def test_nothing_secret_reaches_logs_views_or_status(make_service, idp, caplog):
     haystack = caplog.text + repr(service.presenter.views) + paths.status_file().read_text()
     for secret in secrets:
         assert secret not in haystack
+
+
+# -- telemetry through the loop ----------------------------------------------
+
+def drained(receiver):
+    return lambda s: s.outbox.depth() == 0 and len(receiver.unique_ids) == s.readings_taken
+
+
+def test_readings_flow_and_short_tokens_are_refreshed(make_service, idp, receiver, fake_clock):
+    idp.auto_approve_after_polls = 1
+    idp.access_token_lifetime = 240          # refresh every 180 s (margin: a quarter)
+    service = make_service(endpoint=receiver.url)
+    assert service.run_until(lambda s: s.readings_taken >= 40, 20000)
+    assert service.run_until(drained(receiver), 2000)
+    # The receiver checks every bearer token against the provider's clock:
+    # had a refresh been missed, uploads would have been 401s.
+    assert idp.counts["token.refresh_token"] >= 3
+    assert receiver.duplicates == 0
+    assert service.history == [STARTING, SIGN_IN_REQUIRED, AWAITING_USER, SIGNED_IN]
+    assert service._last_upload is not None
+
+
+def test_readings_taken_while_signed_out_arrive_after_sign_in(make_service, idp, receiver):
+    idp.auto_approve_after_polls = 1
+    service = make_service(endpoint=receiver.url)
+    assert service.run_until(lambda s: s.readings_taken >= 4 and s.outbox.depth() == 0, 5000)
+    # The refresh token is revoked; the next 401 makes the uploader refresh:
+    # refused for good, so a person must sign in again.
+    idp.revoke_refresh_tokens()
+    idp.auto_approve_after_polls = None      # a person will have to come
+    idp.code_lifetime = 10**6
+    receiver.queue_responses(401)            # the endpoint stops taking the token
+    assert service.run_until(in_state(AWAITING_USER), 5000)
+    assert service.history[-3:] == [SIGNED_IN, SIGN_IN_REQUIRED, AWAITING_USER]
+    taken_before = service.readings_taken
+    assert service.run_until(lambda s: s.readings_taken >= taken_before + 6, 20000)
+    assert len(receiver.unique_ids) < service.readings_taken   # kept, not sent
+    idp.approve()
+    assert service.run_until(lambda s: s.history.count(SIGNED_IN) == 2, 20000)
+    assert service.run_until(drained(receiver), 2000)
+
+
+def test_endpoint_faults_back_off_and_nothing_is_lost(make_service, idp, receiver):
+    idp.auto_approve_after_polls = 1
+    receiver.queue_responses(503, (429, {"Retry-After": "120"}), 500, 401)
+    service = make_service(endpoint=receiver.url)
+    assert service.run_until(lambda s: isinstance(s.presenter.last, ui.OfflineView), 5000)
+    assert service.run_until(lambda s: s.readings_taken >= 30, 20000)
+    assert service.run_until(drained(receiver), 2000)
+    assert receiver.duplicates == 0
+    assert idp.counts["token.refresh_token"] >= 1      # the 401 made it refresh once
+    assert service._last_error is None
+    assert service.state == SIGNED_IN
+
+
+def test_forbidden_pauses_uploads_and_reports(make_service, idp, receiver, fake_clock):
+    from agent.telemetry.uploader import REFUSED_PAUSE
+
+    idp.auto_approve_after_polls = 1
+    receiver.queue_responses(403)
+    service = make_service(endpoint=receiver.url)
+    assert service.run_until(lambda s: s._last_error is not None, 5000)
+    refused_at = fake_clock.monotonic()
+    assert "HTTP 403" in service._last_error
+    status = json.loads(paths.status_file().read_text())
+    assert "HTTP 403" in (status["last_error"] or "")
+    requests_before = receiver.accepted_batches
+    assert service.run_until(lambda s: fake_clock.monotonic() >= refused_at + REFUSED_PAUSE - 60, 20000)
+    assert receiver.accepted_batches == requests_before      # no retry during the pause
+    assert service.run_until(drained(receiver), 20000)
+    assert fake_clock.monotonic() >= refused_at + REFUSED_PAUSE
+
+
+def test_status_file_is_rewritten_only_when_something_changed(make_service, idp, receiver):
+    idp.auto_approve_after_polls = 1
+    service = make_service(endpoint=receiver.url)
+    assert service.run_until(lambda s: s.state == SIGNED_IN and len(receiver.unique_ids) >= 2, 5000)
+    before = paths.status_file().stat()
+    taken = service.readings_taken
+    assert service.run_until(lambda s: s.readings_taken >= taken + 20, 20000)
+    assert service.run_until(drained(receiver), 2000)
+    after = paths.status_file().stat()
+    # Readings and uploads alone do not rewrite it (os.replace would change the inode).
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    receiver.queue_responses(503)
+    assert service.run_until(lambda s: s._last_error is not None, 5000)
+    assert service.run_until(lambda s: paths.status_file().stat().st_ino != before.st_ino, 10)
+    assert "HTTP 503" in json.loads(paths.status_file().read_text())["last_error"]
