@@ -7,6 +7,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures_core",
     "tests.fixtures_mqtt",
+    "tests.fixtures_hw",
 ]
 
 
