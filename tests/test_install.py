@@ -1,0 +1,236 @@
+"""deploy/install.sh, run for real into a scratch root.
+
+The installer creates a real venv, pip-installs this checkout into it (the
+venv sees the system's site-packages, as on a board, so the dependencies
+already here are reused instead of downloaded), writes the config, installs
+the unit and enables it with the real ``systemctl --root`` (which needs no
+running systemd). Running it twice must change nothing, byte for byte and
+timestamp for timestamp; ``--uninstall`` must leave the root as it was, except
+for what the person made.
+
+Helpers here (``make_checkout``, ``make_root``, ``tree``) are shared with
+tests/test_raspberry_pi_auth.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALL = REPO / "deploy" / "install.sh"
+HOST_UNITS = Path("/lib/systemd/system")
+
+# What a checkout of the project holds that an install needs.
+CHECKOUT_PARTS = ["pyproject.toml", "README.md", "agent", "hardware", "deploy", "raspberry-pi-auth.sh"]
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("installs root-owned files and checks their owner: run as root (CI does)")
+
+
+def make_checkout(dest: Path) -> Path:
+    """A copy of this checkout (pip builds in the tree it is given; not in ours)."""
+    dest.mkdir(parents=True)
+    for part in CHECKOUT_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=IGNORE)
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def make_root(dest: Path) -> Path:
+    """A scratch root shaped like a fresh Raspberry Pi OS: the folders that exist
+    there, systemd's own units (so ``systemctl --root`` and ``systemd-analyze
+    --root`` find multi-user.target) and one other enabled service."""
+    for folder in ("etc/systemd/system/multi-user.target.wants", "usr/local/bin", "opt",
+                   "var/lib", "run", "usr/lib/systemd"):
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copytree(HOST_UNITS, dest / "usr/lib/systemd/system", symlinks=True)
+    (dest / "etc/systemd/system/multi-user.target.wants/ssh.service").symlink_to(
+        "/lib/systemd/system/ssh.service")
+    return dest
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every path under *root*: type, mode, owner, link target, and for files
+    their SHA-256 and modification time (a rewrite with the same bytes counts)."""
+    listing: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            rel = str(path.relative_to(root))
+            if stat.S_ISLNK(st.st_mode):
+                listing[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                listing[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_uid)
+            else:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                listing[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_uid, digest, st.st_mtime_ns)
+    return listing
+
+
+def run_install(*args: str, check: bool = True, env: dict[str, str] | None = None,
+                script: Path = INSTALL) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                            env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"install.sh {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    return make_checkout(tmp_path / "checkout")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    need_root()
+    return make_root(tmp_path / "root")
+
+
+def test_install_sh_is_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed (apt-get install shellcheck): CI must have it"
+    result = subprocess.run([shellcheck, "-S", "warning", str(INSTALL)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_install_twice_changes_nothing_and_uninstall_leaves_the_root_as_it_was(
+        checkout: Path, root: Path) -> None:
+    before = tree(root)
+
+    first = run_install("--root", str(root), "--source", str(checkout))
+    assert "installing" in first.stderr
+    installed = tree(root)
+
+    second = run_install("--root", str(root), "--source", str(checkout))
+    assert "is installed already" in second.stderr
+    assert tree(root) == installed, "a second run changed files"
+
+    # What the first run made.
+    unit = root / "etc/systemd/system/entra-agent.service"
+    assert unit.read_bytes() == (REPO / "deploy/entra-agent.service").read_bytes()
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+    wants = root / "etc/systemd/system/multi-user.target.wants/entra-agent.service"
+    assert os.readlink(wants) == "/etc/systemd/system/entra-agent.service"
+
+    config = root / "etc/entra-agent/agent.toml"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o644
+    settings = tomllib.loads(config.read_text())
+    assert "mqtt" not in settings and "endpoint" not in settings["telemetry"]
+    assert {s["type"] for s in settings["sensors"]} >= {"cpu_temperature", "memory"}
+
+    state = root / "var/lib/entra-agent"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700 and state.stat().st_uid == 0
+
+    venv = root / "opt/entra-agent/venv"
+    # (cwd: "python -c" puts the current folder first on sys.path)
+    found = subprocess.run([str(venv / "bin/python"), "-c", "import agent; print(agent.__file__)"],
+                           capture_output=True, text=True, check=True, cwd=root).stdout.strip()
+    assert found.startswith(str(venv)), f"agent imported from {found}, not from the venv"
+    for command in ("entra-auth-cli", "entra-agent"):
+        link = root / "usr/local/bin" / command
+        assert link.is_symlink() and not os.readlink(link).startswith("/")
+        assert link.resolve() == (venv / "bin" / command).resolve()
+        subprocess.run([str(link), "--help"], capture_output=True, check=True)
+
+    # The starter config is valid for the agent as installed (profile aside).
+    env = dict(os.environ, ENTRA_AGENT_CONFIG_DIR=str(root / "etc/entra-agent"),
+               ENTRA_AGENT_STATE_DIR=str(state), ENTRA_AGENT_RUNTIME_DIR=str(root / "run/entra-agent"))
+    subprocess.run([str(venv / "bin/entra-auth-cli"), "create-profile", "--name", "default",
+                    "--client-id", "00000000-0000-0000-0000-0000000000aa", "--tenant-id", "contoso.example"],
+                   env=env, capture_output=True, check=True, stdin=subprocess.DEVNULL)
+    checked = subprocess.run([str(venv / "bin/entra-agent"), "check-config", "--config", str(config)],
+                             env=env, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (root / "etc/entra-agent/profiles.toml").unlink()
+
+    # The unit, against the real entra-agent it starts.
+    verify = subprocess.run(["systemd-analyze", "verify", f"--root={root}",
+                             "/etc/systemd/system/entra-agent.service"], capture_output=True, text=True)
+    assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), \
+        verify.stdout + verify.stderr
+
+    gone = run_install("--root", str(root), "--uninstall")
+    assert "uninstalled" in gone.stderr
+    after = tree(root)
+    assert after == before, (f"left behind: {sorted(set(after) - set(before))}; "
+                             f"changed or removed: {sorted(k for k in before if after.get(k) != before[k])}")
+
+
+def test_uninstall_keeps_what_you_made_and_purge_removes_it(checkout: Path, root: Path) -> None:
+    run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
+    config = root / "etc/entra-agent/agent.toml"
+    config.write_text(config.read_text() + '\n[button]\npin = 22\n')
+    tokens = root / "var/lib/entra-agent/tokens"
+    tokens.mkdir(mode=0o700)
+    (tokens / "raspberry-pi.json").write_text("{}")
+
+    # Your own config survives a reinstall untouched.
+    mine = config.read_bytes()
+    run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
+    assert config.read_bytes() == mine
+
+    kept = run_install("--root", str(root), "--uninstall")
+    assert "kept /etc/entra-agent /var/lib/entra-agent" in kept.stderr
+    assert config.read_bytes() == mine and (tokens / "raspberry-pi.json").exists()
+    assert not (root / "opt/entra-agent").exists()
+    assert not (root / "etc/systemd/system/entra-agent.service").exists()
+    assert not (root / "usr/local/bin/entra-auth-cli").exists()
+
+    purged = run_install("--root", str(root), "--uninstall", "--purge", "--yes")
+    assert "saved tokens: you will have to sign in again" in purged.stderr
+    assert "readings not yet uploaded are lost" in purged.stderr
+    assert not (root / "etc/entra-agent").exists() and not (root / "var/lib/entra-agent").exists()
+
+
+def test_a_changed_source_is_installed_again(checkout: Path, root: Path) -> None:
+    run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
+    marker = checkout / "agent" / "_install_marker.py"
+    marker.write_text("VALUE = 'second build'\n")
+    again = run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
+    assert "installing" in again.stderr and "installed already" not in again.stderr
+    python = root / "opt/entra-agent/venv/bin/python"
+    value = subprocess.run([str(python), "-c", "from agent._install_marker import VALUE; print(VALUE)"],
+                           capture_output=True, text=True, check=True, cwd=root).stdout.strip()
+    assert value == "second build"
+
+
+def test_wrong_use_fails_with_one_line_before_changing_anything(tmp_path: Path) -> None:
+    scratch = tmp_path / "root"
+    purge = run_install("--root", str(scratch), "--purge", check=False)
+    assert purge.returncode != 0
+    assert purge.stderr.strip() == ("install.sh: error: --purge only goes with --uninstall "
+                                    "(run: install.sh --uninstall --purge)")
+    extra = run_install("--root", str(scratch), "--extras", "display,camera", check=False)
+    assert extra.returncode != 0
+    assert extra.stderr.strip() == ("install.sh: error: unknown extra 'camera' "
+                                    "(choose from display, gpio, or none)")
+    assert not any(scratch.iterdir()), "a failed run left files behind"
+
+
+def test_refuses_to_install_into_slash_unless_root() -> None:
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(INSTALL)]
+    else:
+        command = ["bash", str(INSTALL)]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "ENTRA_AGENT_PREFIX"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("install.sh: error: must run as root to install into / "
+                                     "(run it with sudo, or pass --root DIR for a scratch root)")
