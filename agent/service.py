@@ -270,18 +270,26 @@ class Service:
                                              on_connection_change=self._on_mqtt_change)
         if self.publisher is False:
             self.publisher = None
+        # A button or LED that cannot be used is reported, never fatal: the
+        # device must keep reporting even with a loose wire.
         if cfg.button is not None and self.button is None:
-            from hardware.button import ButtonControl
-            self.button = ButtonControl(
-                cfg.button.pin, hold_seconds=cfg.button.hold_seconds,
-                on_press=lambda: self.post("press"),
-                on_hold_start=lambda: self.post("hold_start"),
-                on_hold_cancel=lambda: self.post("hold_cancel"),
-                on_hold=lambda: self.post("hold"),
-                pin_factory=self._pin_factory)
+            try:
+                from hardware.button import ButtonControl
+                self.button = ButtonControl(
+                    cfg.button.pin, hold_seconds=cfg.button.hold_seconds,
+                    on_press=lambda: self.post("press"),
+                    on_hold_start=lambda: self.post("hold_start"),
+                    on_hold_cancel=lambda: self.post("hold_cancel"),
+                    on_hold=lambda: self.post("hold"),
+                    pin_factory=self._pin_factory)
+            except (AgentError, ImportError) as exc:
+                log.error("button on pin %s not available: %s", cfg.button.pin, exc)
         if cfg.led is not None and self.led is None:
-            from hardware.button import StatusLed
-            self.led = StatusLed(cfg.led.pin, pin_factory=self._pin_factory)
+            try:
+                from hardware.button import StatusLed
+                self.led = StatusLed(cfg.led.pin, pin_factory=self._pin_factory)
+            except (AgentError, ImportError) as exc:
+                log.error("LED on pin %s not available: %s", cfg.led.pin, exc)
 
     def _sensor_unit(self, name: str) -> str | None:
         for sensor in self.sensors or ():
@@ -710,8 +718,11 @@ class Service:
         self.presenter.wake()
         if self.state != SIGNED_IN:
             return
-        self._hold_until = self.clock.monotonic() + float(self.config.button.hold_seconds
-                                                          if self.config.button else 5.0)
+        # The button calls hold_start after its confirm delay; the hold
+        # itself comes at hold_seconds from the press.
+        hold = float(self.config.button.hold_seconds if self.config.button else 5.0)
+        hold -= float(getattr(self.button, "confirm_after", 0.0) or 0.0)
+        self._hold_until = self.clock.monotonic() + max(0.0, hold)
         self._tick_at = self.clock.monotonic()
 
     def _on_hold_cancel(self, event: _Event) -> None:

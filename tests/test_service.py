@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
+import time
 
 import pytest
 
 from agent import paths, ui
 from agent.auth.tokens import TokenClient
+from agent.clock import SystemClock
 from agent.config import load_config
 from agent.notify import Notifier
 from agent.profiles import Profile, ProfileStore
@@ -64,28 +67,33 @@ def make_service(agent_dirs, fake_clock, idp):
     made: list[Service] = []
 
     def make(*, endpoint: str | None = None, interval: int = 60, extra: str = "",
-             **kw) -> Service:
+             clock=None, provider=None, **kw) -> Service:
+        clock = clock or fake_clock
+        provider = provider or idp
         paths.config_dir().mkdir(parents=True, exist_ok=True)
         store = ProfileStore(paths.profiles_file())
         if "default" not in store.names():
             store.save(Profile(name="default", client_id=CLIENT_ID, tenant_id="organizations",
-                               authority_host=idp.base_url))
+                               authority_host=provider.base_url))
         telemetry = f'endpoint = "{endpoint}"\n' if endpoint else ""
         write_config(f'device_id = "dev-1"\n[telemetry]\n{telemetry}interval = {interval}\n'
                      f'jitter = false\n[[sensors]]\ntype = "uptime"\n'
                      f'[[sensors]]\ntype = "load_average"\n{extra}')
         config = load_config(paths.config_file())
         client = TokenClient(store.get("default"), store=TokenStore(paths.token_dir()),
-                             clock=fake_clock)
+                             clock=clock)
         kw.setdefault("presenter", RecordingPresenter())
         kw.setdefault("notifier", Notifier(None))
-        service = Service(config, clock=fake_clock, token_client=client, **kw)
+        service = Service(config, clock=clock, token_client=client, **kw)
         made.append(service)
         return service
 
     yield make
     for service in made:
-        if service._set_up and not service.finished:
+        if getattr(service, "thread", None) is not None:
+            service.stop()
+            service.thread.join(10)
+        elif service._set_up and not service.finished:
             service.stop()
             service.run_until(lambda s: s.finished, 2000)
 
@@ -351,3 +359,55 @@ def test_status_file_is_rewritten_only_when_something_changed(make_service, idp,
     assert service.run_until(lambda s: s._last_error is not None, 5000)
     assert service.run_until(lambda s: paths.status_file().stat().st_ino != before.st_ino, 10)
     assert "HTTP 503" in json.loads(paths.status_file().read_text())["last_error"]
+
+
+# -- the real button and LED on gpiozero's mock pins (real time) ----------------
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def start_in_thread(service: Service) -> Service:
+    service.thread = threading.Thread(target=service.run, name="service-under-test")
+    service.thread.start()
+    return service
+
+
+def test_button_and_led_on_mock_pins(make_service, idp_realtime):
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    idp_realtime.auto_approve_after_polls = None
+    service = make_service(clock=SystemClock(), provider=idp_realtime, pin_factory=factory,
+                           extra="[button]\npin = 17\nhold_seconds = 2\n[led]\npin = 27\n")
+    start_in_thread(service)
+    button = factory.pin(17)
+    assert wait_for(lambda: service.state == AWAITING_USER)
+    assert service.led.mode == "waiting"
+
+    button.drive_low(); time.sleep(0.2); button.drive_high()      # a short press: cancel
+    assert wait_for(lambda: service.state == SIGN_IN_STOPPED)
+    assert isinstance(service.presenter.last, ui.CancelledView)
+    assert service.led.mode == "error"
+
+    button.drive_low(); time.sleep(0.2); button.drive_high()      # again: a new code
+    assert wait_for(lambda: service.state == AWAITING_USER)
+    idp_realtime.approve()
+    assert wait_for(lambda: service.state == SIGNED_IN)
+    assert service.led.mode == "signed_in"
+
+    button.drive_low()                                             # hold: confirm, then sign out
+    assert wait_for(lambda: service.presenter.of(ui.ConfirmSignOutView), 3)
+    assert wait_for(lambda: service.state != SIGNED_IN, 5)
+    button.drive_high()
+    assert wait_for(lambda: service.state == AWAITING_USER)
+    assert not (paths.token_dir() / "default.json").exists()
+    service.stop()
+    service.thread.join(10)
+    assert not service.thread.is_alive()
+    assert service.led.mode == "off"
