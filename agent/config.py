@@ -461,7 +461,7 @@ def _sensor(file: Path, index: int, data: Any) -> SensorConfig:
         allowed = BUILTIN_SENSOR_OPTIONS[kind]
         if "period" in allowed:
             options["period"] = t.get("period", "1, 5 or 15 (minutes)",
-                                      lambda v: v in (1, 5, 15) and not isinstance(v, bool),
+                                      lambda v: type(v) is int and v in (1, 5, 15),
                                       default=1)
         if kind == "memory":
             options["report"] = t.get("report", '"available_percent" or "available_mb"',
@@ -563,7 +563,7 @@ def _display(file: Path, data: Any) -> DisplayConfig:
         height=t.integer("height", "a height in pixels from 8 to 4096", 8, 4096,
                          default=defaults.height),
         rotate=t.get("rotate", "0, 1, 2 or 3 (quarter turns; 2 = upside down)",
-                     lambda v: v in (0, 1, 2, 3) and not isinstance(v, bool),
+                     lambda v: type(v) is int and v in (0, 1, 2, 3),
                      default=defaults.rotate),
         framebuffer_device=t.text("framebuffer_device", "a device path such as \"/dev/fb0\"",
                                   default=defaults.framebuffer_device),

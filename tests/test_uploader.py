@@ -428,3 +428,13 @@ def test_parse_retry_after():
 def test_plain_http_is_refused_off_loopback(clock):
     with pytest.raises(ConfigError, match="https"):
         uploader_for("http://api.example.com/telemetry", clock)
+
+
+def test_a_netrc_entry_cannot_replace_the_bearer_token(rx, box, clock, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password elsewhere\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    box.add(make(1))
+    assert uploader_for(rx.url, clock).upload(box, 500).accepted == 1
+    assert rx.auth_headers == ["Bearer"]

@@ -161,6 +161,23 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
     return min(max(0.0, seconds), RETRY_AFTER_MAX)
 
 
+class _Bearer:
+    """``Authorization: Bearer <token>`` as a requests auth callable (RFC 6750 §2.1).
+
+    Its repr never shows the token.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: "requests.PreparedRequest") -> "requests.PreparedRequest":
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_Bearer(<token>)"
+
+
 def _network_reason(exc: Exception) -> str:
     """A short cause for a requests exception (its text can be very long)."""
     import requests
@@ -363,12 +380,14 @@ class Uploader:
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",
-            "Authorization": f"Bearer {token}",
             "User-Agent": f"entra-device-agent/{__version__}",
         }
         try:
+            # The token goes in through auth=, so a ~/.netrc entry for the
+            # host cannot replace it (requests consults netrc only without auth).
             response = self._session.post(self.endpoint, data=body, headers=headers,
-                                          timeout=self.timeout, allow_redirects=False)
+                                          auth=_Bearer(token), timeout=self.timeout,
+                                          allow_redirects=False)
         except requests.Timeout:
             return None, {}, f"{self._host} did not answer within {self.timeout:g} s"
         except requests.RequestException as exc:
