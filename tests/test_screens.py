@@ -1,0 +1,234 @@
+"""Every screen at every geometry: through luma's dummy device, boxes, QR decoding."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import zxingcpp
+from luma.core.device import dummy
+from PIL import Image, ImageDraw
+
+from agent.ui import (
+    ConfirmSignOutView, ErrorView, OfflineView, ProgressView, SignedInView, SignInView,
+    StatusView,
+)
+from hardware import screens
+from hardware.console import half_blocks
+from hardware.layout import ELLIPSIS
+from hardware.screens import (
+    GEOMETRIES, LONG_ACCOUNT, SAMPLES, USGOV_DEVICE_URI, display_address, display_code,
+    layout, plan, qr_payload, render, render_text, text_pages, write_gallery,
+)
+
+PIXEL = [g for g in GEOMETRIES if g.mode != "text"]
+CHARS = [g for g in GEOMETRIES if g.mode == "text"]
+
+# Beyond the gallery samples: other worst and edge cases.
+EXTRA = {
+    "sign-in-entra": SignInView("FJ8ZK3ZUS", "https://microsoft.com/devicelogin", None, 5, 900),
+    "sign-in-china": SignInView("WWWWWWWWW", "https://microsoft.com/deviceloginchina", None, 0, 900),
+    "sign-in-long-complete": SignInView(
+        "WDJBMJHT", USGOV_DEVICE_URI, USGOV_DEVICE_URI + "?otc=WDJBMJHT", 1800, 1800),
+    "status-never": StatusView("pi", "", None, 0, None, None),
+    "status-offline-mqtt": StatusView("x" * 40, LONG_ACCOUNT, 86400 * 9, 99_999_999, False, 0),
+    "offline-no-retry": OfflineView("HTTP 503 from the telemetry endpoint", 0, None),
+    "progress-long": ProgressView("Refreshing the access token for " + LONG_ACCOUNT),
+    "signed-in-unknown": SignedInView(""),
+    "error-long": ErrorView("AADSTS700016: application 11111111-2222-3333-4444-555555555555 "
+                            "not found in the directory (check client_id in profiles.toml)"),
+    "confirm-zero": ConfirmSignOutView(0.0),
+}
+ALL_VIEWS = {**SAMPLES, **EXTRA}
+
+
+def _through_dummy(view, geometry) -> Image.Image:
+    device = dummy(width=geometry.width, height=geometry.height, mode=geometry.mode)
+    device.display(render(view, geometry.size, geometry.mode))
+    return device.image
+
+
+@pytest.mark.parametrize("geometry", PIXEL, ids=lambda g: g.name + g.mode)
+@pytest.mark.parametrize("name", ALL_VIEWS)
+def test_every_screen_fits_its_canvas_with_boxes_apart(name, geometry):
+    view = ALL_VIEWS[name]
+    boxes = layout(view, geometry.size, geometry.mode)
+    assert boxes, "a screen with nothing on it"
+    for box in boxes:
+        assert box.inside(geometry.size), f"{box} leaves {geometry.name}"
+        assert box.width > 0 and box.height > 0
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b), f"{a} overlaps {b}"
+
+    image = _through_dummy(view, geometry)
+    assert image.size == geometry.size
+    # Nothing lit outside the boxes ...
+    outside = image.copy()
+    ink = ImageDraw.Draw(outside)
+    for box in boxes:
+        ink.rectangle((box.left, box.top, box.right - 1, box.bottom - 1), fill=0)
+    assert outside.getbbox() is None, f"pixels drawn outside every box: {outside.getbbox()}"
+    # ... and every text box has ink in it (the boxes are what was drawn).
+    for box in boxes:
+        if box.kind == "text":
+            assert image.crop((box.left, box.top, box.right, box.bottom)).getbbox() is not None, box
+
+
+@pytest.mark.parametrize("geometry", PIXEL, ids=lambda g: g.name + g.mode)
+@pytest.mark.parametrize("name", [n for n, v in ALL_VIEWS.items() if isinstance(v, SignInView)])
+def test_sign_in_shows_code_and_address_whole(name, geometry):
+    view = ALL_VIEWS[name]
+    lines = plan(view, geometry.size, geometry.mode).lines
+    texts = [line.text for line in lines]
+    assert display_code(view.user_code) in texts, "the code is one line, as issued"
+    assert display_address(view.verification_uri) in "".join(texts)
+    assert not any(ELLIPSIS in t for t in texts)
+    code = next(line for line in lines if line.text == display_code(view.user_code))
+    address = [line for line in lines if line.role == "body"]
+    # The code is the largest thing on the screen.
+    assert code.size >= max(line.size for line in address)
+
+
+@pytest.mark.parametrize("geometry", PIXEL, ids=lambda g: g.name + g.mode)
+@pytest.mark.parametrize("name", [n for n, v in ALL_VIEWS.items() if isinstance(v, SignInView)])
+def test_qr_code_decodes_to_the_address(name, geometry):
+    view = ALL_VIEWS[name]
+    p = plan(view, geometry.size, geometry.mode)
+    if geometry.size == (128, 32):
+        # Even one pixel per module plus the quiet zone is taller than 32 px.
+        assert p.qr is None
+        return
+    assert p.qr is not None, f"no QR code on {geometry.name}"
+    image = _through_dummy(view, geometry).convert("L")
+    box, scale = p.qr.box, p.qr.scale
+    modules = box.width // scale
+    assert box.width == box.height == modules * scale, "whole pixels per module"
+    # The quiet zone (4 modules) is light all round.
+    qr = image.crop((box.left, box.top, box.right, box.bottom))
+    ring = 4 * scale
+    for x in range(qr.width):
+        for y in itertools.chain(range(ring), range(qr.height - ring, qr.height)):
+            assert qr.getpixel((x, y)) == 255 and qr.getpixel((y, x)) == 255
+    big = image.resize((image.width * 4, image.height * 4), Image.NEAREST)
+    found = [r.text for r in zxingcpp.read_barcodes(big) if r.format == zxingcpp.BarcodeFormat.QRCode]
+    assert found == [qr_payload(view)]
+    expected = view.verification_uri_complete or view.verification_uri
+    assert found[0] == expected
+
+
+def test_user_code_grouping():
+    assert display_code("WDJBMJHT") == "WDJB-MJHT"      # RFC 8628 §6.1 style
+    assert display_code("ABCD1234") == "ABCD-1234"
+    assert display_code("FJ8ZK3ZUS") == "FJ8ZK3ZUS"     # Entra: exactly as issued
+    assert display_code("WDJB-MJHT") == "WDJB-MJHT"
+    assert display_code("1234567") == "1234567"
+    assert display_address("https://microsoft.com/devicelogin") == "microsoft.com/devicelogin"
+    assert display_address("http://127.0.0.1:8400/device") == "http://127.0.0.1:8400/device"
+
+
+def test_account_is_ellipsized_only_where_nothing_else_helps():
+    small = [line.text for line in plan(SAMPLES["signed-in"], (128, 32), "1").lines]
+    assert any(t.endswith(ELLIPSIS) for t in small)
+    assert small[0] == "Signed in"
+    for size, mode in (((320, 240), "RGB"), ((128, 64), "1")):
+        texts = [line.text for line in plan(SAMPLES["signed-in"], size, mode).lines]
+        assert not any(ELLIPSIS in t for t in texts)
+        assert "".join(texts[1:]) == LONG_ACCOUNT
+
+
+def test_status_keeps_the_essentials_and_drops_extras_on_small_panels():
+    view = SAMPLES["status"]
+    tiny = " ".join(line.text for line in plan(view, (128, 32), "1").lines)
+    assert "Sent 3m 05s ago" in tiny
+    big = " ".join(line.text for line in plan(view, (320, 240), "RGB").lines)
+    for expected in ("Sent 3m 05s ago", "1,234,567 waiting", "MQTT connected", "Token 59m 59s",
+                     "greenhouse-sensor-north-01"):
+        assert expected in big
+
+
+def test_monochrome_text_is_measured_as_drawn():
+    # Pillow draws wider without anti-aliasing: a layout made for RGB would
+    # spill on a 1-bit panel, so the mode is part of the layout.
+    view = SAMPLES["sign-in"]
+    mono = plan(view, (128, 64), "1")
+    colour = plan(view, (128, 64), "RGB")
+    assert mono != colour
+
+
+def test_a_canvas_too_small_is_an_error_not_a_clipped_screen():
+    with pytest.raises(screens.LayoutError):
+        render(SAMPLES["sign-in"], (40, 16), "1")
+
+
+def test_countdown_bar_shrinks_with_time():
+    view = SAMPLES["sign-in"]
+    full = replace(view, seconds_left=900)
+    half = replace(view, seconds_left=450)
+    bar_full, bar_half = plan(full, (128, 32), "1").bar, plan(half, (128, 32), "1").bar
+    assert bar_full is not None and bar_half is not None
+    assert bar_full[1] == 1.0 and bar_half[1] == 0.5
+    track = bar_full[0]
+    lit = lambda v: render(v, (128, 32), "1").crop(  # noqa: E731
+        (track.left, track.top, track.right, track.bottom)).getbbox()
+    assert lit(full)[2] - lit(full)[0] == track.width
+    assert lit(half)[2] - lit(half)[0] == round(track.width / 2)
+
+
+@pytest.mark.parametrize("geometry", CHARS, ids=lambda g: g.name)
+@pytest.mark.parametrize("name", ALL_VIEWS)
+def test_character_lcd_pages_fit(name, geometry):
+    view = ALL_VIEWS[name]
+    pages = text_pages(view, geometry.width, geometry.height)
+    assert pages and all(pages)
+    for page in pages:
+        assert len(page) <= geometry.height
+        for line in page:
+            assert len(line) <= geometry.width, line
+            assert line.isascii(), f"not in the HD44780 ROM: {line!r}"
+    assert render_text(view, geometry.width, geometry.height, page=len(pages)) == pages[0]
+    if isinstance(view, SignInView):
+        every = "".join("".join(page) for page in pages)
+        assert display_address(view.verification_uri) in every
+        assert display_code(view.user_code) in every
+
+
+def test_character_lcd_sign_in_20x4_is_one_page():
+    lines = render_text(SAMPLES["sign-in"], 20, 4)
+    assert lines[-1] == "Code FJ8ZK3ZUS"
+    assert "".join(lines[:-1]) == "Go to " + display_address(USGOV_DEVICE_URI)
+    assert len(text_pages(SAMPLES["sign-in"], 20, 4)) == 1
+
+
+def test_gallery_writes_every_screen_at_every_size(tmp_path):
+    paths = write_gallery(tmp_path / "g")
+    names = {p.name for p in paths}
+    for name in SAMPLES:
+        for geometry in PIXEL:
+            assert f"{name}-{geometry.name}.png" in names
+        for geometry in CHARS:
+            assert any(n.startswith(f"{name}-{geometry.name}") for n in names)
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.width >= 96
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == sorted(names)
+
+
+def test_half_blocks_pair_rows():
+    image = Image.new("1", (3, 3), 0)
+    image.putpixel((0, 0), 1)
+    image.putpixel((1, 1), 1)
+    image.putpixel((2, 0), 1)
+    image.putpixel((2, 1), 1)
+    image.putpixel((0, 2), 1)
+    assert half_blocks(image) == ["▀▄█", "▀"]
+
+
+def test_importing_hardware_loads_no_heavy_modules():
+    code = ("import sys, hardware, hardware.screens, hardware.display, hardware.button, "
+            "hardware.presenter, hardware.console; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'PIL', 'luma', 'gpiozero', 'segno'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
