@@ -173,6 +173,7 @@ h_offset = 2
     ('[display]\ndriver = "SSD 1306"\n', "display.driver must be a display driver"),
     ('[display]\ni2c_address = "0x99"\n', 'display.i2c_address must be an I2C address such as "0x3C", got "0x99"'),
     ('[display]\nrotate = 180\n', "display.rotate must be 0, 1, 2 or 3"),
+    ('[display]\nrotate = 1.0\n', "display.rotate must be 0, 1, 2 or 3 (quarter turns; 2 = upside down), got 1.0"),
     ('[display]\ndim_after = 600\nblank_after = 60\n', "display.blank_after must be 0 or >= display.dim_after"),
     ('[display]\nextra = {width = 1}\n', "display.extra.width repeats a [display] key"),
     ("[button]\npin = 99\n", "button.pin must be a BCM pin number from 0 to 53"),
