@@ -29,6 +29,10 @@ class RecordingSerial:
     def cleanup(self) -> None:
         self.closed = True
 
+    def backlight(self, on: bool) -> None:
+        """Stands in for an LCD's backlight switch (luma's ``backlight=`` argument)."""
+        self.backlight_on = bool(on)
+
 
 @pytest.fixture
 def recording_serial() -> RecordingSerial:
