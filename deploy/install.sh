@@ -184,6 +184,12 @@ install_apt() {
         say "no apt-get here: install python3-venv yourself if the venv step fails"
         return 0
     fi
+    # python3-venv is in every Debian release: when apt does not know it, its
+    # package lists are empty (a freshly written image), so fetch them once.
+    if ! apt-cache show python3-venv >/dev/null 2>&1; then
+        say "fetching the package lists (apt-get update)"
+        apt-get update -q || die "apt-get update failed (check the network: ping deb.debian.org)"
+    fi
     local missing=() pkg
     while IFS= read -r pkg; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then

@@ -118,6 +118,11 @@ def test_unit_settings_the_agent_and_the_board_rely_on() -> None:
     assert values("PrivateDevices") == []
     assert set(one("RestrictAddressFamilies").split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert one("WantedBy", "Install") == "multi-user.target"
+    # lgpio writes FIFOs in $LG_WD or the working directory: a writable,
+    # private one, since "/" is read-only (ProtectSystem=strict).
+    assert one("ProtectSystem") == "strict" and one("PrivateTmp") == "yes"
+    assert "LG_WD=/tmp" in values("Environment") and one("WorkingDirectory") == "/tmp"
+    assert "PYTHONUNBUFFERED=1" in values("Environment")
 
 
 def test_verify_is_clean(tmp_path: Path) -> None:
