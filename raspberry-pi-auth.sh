@@ -260,9 +260,13 @@ install_agent() {
     # Bootstrap: the venv and the package, whose share/ holds install.sh.
     local venv="$root/opt/entra-agent/venv"
     if [[ ! -x "$venv/bin/python" ]]; then
-        if [[ $apt -eq 1 && -z "$root" ]] && command -v apt-get >/dev/null 2>&1; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
-                || die 1 "apt-get could not install python3-venv (run 'sudo apt-get update' and try again)"
+        # Debian's python3 lacks ensurepip (so venv fails) until python3-venv is in.
+        if [[ $apt -eq 1 && -z "$root" ]] && ! python3 -c 'import ensurepip' 2>/dev/null \
+            && command -v apt-get >/dev/null 2>&1; then
+            if ! { apt-get update -q \
+                   && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv; }; then
+                die 1 "apt-get could not install python3-venv (check the network, then run $PROG again)"
+            fi
         fi
         mkdir -p -- "$root/opt/entra-agent"
         # --system-site-packages: see deploy/install.sh (apt's C modules).
@@ -360,8 +364,8 @@ for pair in pairs:
         comment = comment_of(old)
         new = f"{key} = {value}"
         if comment:
-            width = len(old) - len(comment)
-            new = new.ljust(width) if len(new) < width else new + " "
+            column = len(old) - len(comment.lstrip())      # where the '#' was
+            new = new.ljust(column) if len(new) < column else new + " "
             new += comment.lstrip()
         lines[at] = new
 
