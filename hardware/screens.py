@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,9 +27,10 @@ from typing import TYPE_CHECKING
 from agent.ui import (
     CancelledView, ConfirmSignOutView, DeclinedView, ErrorView, ExpiredView,
     OfflineView, ProgressView, SignedInView, SignInView, StatusView, View,
-    format_duration,
+    format_duration as _format_duration,
 )
 from hardware.layout import ELLIPSIS, Block, Box, Line, ellipsize, fit_column, font, wrap
+from hardware.layout import _bbox as _ink
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -125,12 +127,31 @@ def qr_payload(view: SignInView) -> str:
     return view.verification_uri_complete or view.verification_uri
 
 
-def _count(n: int) -> str:
+def _real_count(n: int) -> str:
     return f"{n:,}"
 
 
-def _blocks(view: View) -> list[Block]:
-    """The text of a screen (sign-in's QR code and bar are added by :func:`plan`)."""
+# Stand-ins for values that tick every second, as wide and as tall as they
+# get: a screen is laid out once with these and the real text is put in the
+# same place (see plan()), so a countdown does not cost a layout a second.
+# Lines with a ticking duration never wrap, so the stand-in is one line too.
+_WIDEST_DURATION = "88dm 88m"   # wider and taller than any format_duration() text
+
+
+def _blocks(view: View, stand_in: bool = False) -> list[Block]:
+    """The text of a screen (sign-in's QR code and bar are added by :func:`plan`).
+
+    With *stand_in*, durations and counts are replaced by the widest text of
+    their kind (same number of digits for counts).
+    """
+    if stand_in:
+        def format_duration(seconds: float | None) -> str:
+            return _WIDEST_DURATION
+
+        def _count(n: int) -> str:
+            return re.sub(r"\d", "8", f"{n:,}")
+    else:
+        format_duration, _count = _format_duration, _real_count
     match view:
         case SignInView():
             return [
@@ -138,7 +159,7 @@ def _blocks(view: View) -> list[Block]:
                 Block(display_address(view.verification_uri), "body", wrap="path", max_lines=6),
                 Block(display_code(view.user_code), "big", scale=3.0, wrap="none", grow=True),
                 Block(f"expires in {format_duration(view.seconds_left)}", "note",
-                      required=False, priority=1),
+                      wrap="none", required=False, priority=1),
             ]
         case ProgressView():
             return [Block(view.message, "title", scale=1.3, ellipsize=True, max_lines=3),
@@ -156,7 +177,7 @@ def _blocks(view: View) -> list[Block]:
                 Block(view.account or "?", "body", wrap="path", ellipsize=True,
                       max_lines=3, align="left"),
                 Block(f"Sent {last}", "good" if view.last_upload_age is not None else "warn",
-                      align="left"),
+                      wrap="none", align="left"),
                 Block(f"{_count(view.outbox_depth)} waiting",
                       "body" if view.outbox_depth < 1000 else "warn",
                       required=False, priority=4, align="left"),
@@ -166,7 +187,7 @@ def _blocks(view: View) -> list[Block]:
                                     "good" if view.mqtt_connected else "bad",
                                     required=False, priority=3, align="left"))
             blocks.append(Block(f"Token {format_duration(view.token_valid_for)}", "note",
-                                required=False, priority=2, align="left"))
+                                wrap="none", required=False, priority=2, align="left"))
             return blocks
         case OfflineView():
             blocks = [Block("Offline", "bad", scale=1.4, wrap="none"),
@@ -174,7 +195,7 @@ def _blocks(view: View) -> list[Block]:
                       Block(f"{_count(view.outbox_depth)} readings kept", "body")]
             if view.retry_in is not None:
                 blocks.append(Block(f"retry in {format_duration(view.retry_in)}", "note",
-                                    required=False))
+                                    wrap="none", required=False))
             return blocks
         case ExpiredView():
             return [Block("Code expired", "warn", scale=1.4),
@@ -255,33 +276,68 @@ def plan(view: View, size: tuple[int, int], mode: str = "1") -> Plan:
     *mode* ("1" or "RGB") matters: Pillow draws wider text without
     anti-aliasing, so a layout is only valid for the mode it was made for.
     """
-    return _plan_cached(view, tuple(size), mode)
+    size = (int(size[0]), int(size[1]))
+    payload = qr_payload(view) if isinstance(view, SignInView) else None
+    real = _blocks(view)
+    template = _blocks(view, stand_in=True)
+    base = _plan_blocks(tuple(template), payload, size, mode)
+    p = _substitute(base, template, real, mode)
+    if p is None:  # a real text outgrew its stand-in: lay it out for itself
+        p = _plan_blocks.__wrapped__(tuple(real), payload, size, mode)
+    if p.bar is not None and isinstance(view, SignInView):
+        left = view.seconds_left / view.lifetime if view.lifetime > 0 else 0.0
+        p = replace(p, bar=(p.bar[0], max(0.0, min(1.0, left))))
+    return p
+
+
+def _substitute(base: Plan, template: list[Block], real: list[Block], mode: str) -> Plan | None:
+    """*base* with each stand-in line replaced by its real text, in the same box."""
+    lines = list(base.lines)
+    for index, (stand_in, block) in enumerate(zip(template, real)):
+        if stand_in.text == block.text:
+            continue
+        found = [i for i, line in enumerate(lines) if line.block == index]
+        if not found:
+            continue  # not shown at this size
+        if len(found) > 1 or lines[found[0]].text != stand_in.text:
+            return None  # wrapped or cut: lay the real text out properly
+        line = lines[found[0]]
+        left, top, right, bottom = _ink(block.text, line.size, mode)
+        old = line.box
+        if right - left > old.width:
+            return None
+        x = old.left if block.align == "left" else old.left + (old.width - (right - left)) // 2
+        y = line.origin[1]
+        box = Box(x, y + top, x + right - left, y + bottom, "text", block.text)
+        if box.top < old.top or box.bottom > old.bottom:
+            return None
+        lines[found[0]] = Line(block.text, line.size, line.role, (x - left, y), box, index)
+    return replace(base, lines=tuple(lines))
 
 
 @functools.lru_cache(maxsize=32)
-def _plan_cached(view: View, size: tuple[int, int], mode: str) -> Plan:
+def _plan_blocks(blocks: tuple[Block, ...], payload: str | None, size: tuple[int, int],
+                 mode: str) -> Plan:
     lo, pref, hi = _font_range(size, mode)
     inner = _inner(size)
-    blocks = _blocks(view)
-    if isinstance(view, SignInView):
-        return _plan_sign_in(view, size, mode, blocks)
+    if payload is not None:
+        return _plan_sign_in(payload, size, mode, list(blocks))
     # First at a comfortable size (dropping optional lines if need be), then
     # down to the smallest legible size.
     for min_size, clip in dict.fromkeys(((pref, False), (lo, False), (lo, True))):
         lines = fit_column(blocks, inner, min_size=min_size, max_size=hi, mode=mode, clip=clip)
         if lines is not None:
             return Plan(size, tuple(lines))
-    raise LayoutError(f"{type(view).__name__} does not fit {size[0]}x{size[1]}")
+    raise LayoutError(f"{blocks[0].text!r} screen does not fit {size[0]}x{size[1]}")
 
 
-def _plan_sign_in(view: SignInView, size: tuple[int, int], mode: str,
+def _plan_sign_in(payload: str, size: tuple[int, int], mode: str,
                   blocks: list[Block]) -> Plan:
     lo, pref, hi = _font_range(size, mode)
     inner = _inner(size)
-    fraction = max(0.0, min(1.0, view.seconds_left / view.lifetime)) if view.lifetime > 0 else 0.0
+    fraction = 1.0      # plan() puts in the time actually left
     bar_h = _bar_height(size)
     gap = max(2, min(size) // 32)
-    payload = qr_payload(view)
     modules = len(_qr_rows(payload))
     # Pixels per QR module worth aiming for: a phone reads 1 px/module on a
     # 0.96" OLED held close, but on a 2.4" LCD a bigger code reads from afar.
@@ -320,8 +376,8 @@ def _plan_sign_in(view: SignInView, size: tuple[int, int], mode: str,
                         break  # a bigger QR code only leaves less room
                     code, body = sizes(lines)
                     # Biggest code first (it is what people type), then the
-                    # address, then the QR code, then room for the bar.
-                    score = (code, body, scale, int(bar))
+                    # address, then the QR code; the bar is worth 2 px of code.
+                    score = (code + 2 * int(bar), body, scale)
                     candidate = Plan(size, tuple(lines), QrPlacement(qr_box, scale, payload), bar_spec)
                     if best is None or score > best[0]:
                         best = (score, candidate)
@@ -362,7 +418,7 @@ def render(view: View, size: tuple[int, int], mode: str = "1") -> "Image.Image":
     white = 1 if mode == "1" else (255, 255, 255)
     black = 0 if mode == "1" else (0, 0, 0)
     for line in p.lines:
-        draw.text(line.origin, line.text, font=font(line.size), fill=colour(line.role))
+        draw.text(line.origin, line.text, font=font(line.size, mode), fill=colour(line.role))
     if p.qr is not None:
         box, scale = p.qr.box, p.qr.scale
         # Dark modules on a light ground, as scanners expect.
