@@ -141,6 +141,12 @@ def open_device(settings: Mapping[str, object]) -> Any:
         raise HardwareError(
             f"display {driver!r} is not a known driver",
             "use console, none, framebuffer or a luma device: " + ", ".join(known))
+    settings = dict(settings)
+    if _is_character_display(display) and int(settings.get("width", 16)) > 40:
+        # luma counts an HD44780's width and height in characters; 128x64 is
+        # the pixel default of the config, not a character LCD (at most 40x4).
+        log.info("display %s: width/height are characters; using 16x2", driver)
+        settings["width"], settings["height"] = 16, 2
     argv = ["--display", display]
     for key in PASS_THROUGH:
         if key in settings and settings[key] is not None:
@@ -171,6 +177,22 @@ _APT_PACKAGES = {
     "smbus2": "python3-smbus2",
     "pyftdi": "python3-pyftdi",
 }
+
+
+def _is_character_display(display: str) -> bool:
+    """True for luma's character LCDs (hd44780, ws0010, winstar_weh)."""
+    import importlib
+
+    from luma.core.virtual import character
+
+    for module in ("luma.lcd.device", "luma.oled.device"):
+        try:
+            cls = getattr(importlib.import_module(module), display, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, character):
+            return True
+    return False
 
 
 def _os_error(exc: BaseException) -> OSError | None:

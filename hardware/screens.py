@@ -552,7 +552,7 @@ def render_text_image(lines: list[str], cols: int, rows: int) -> "Image.Image":
 
     bitmap = ImageFont.load_default_imagefont() if hasattr(ImageFont, "load_default_imagefont") \
         else ImageFont.load_default()
-    cell_w, cell_h, pad = 7, 12, 6
+    cell_w, cell_h, pad = 8, 14, 6
     image = Image.new("RGB", (cols * cell_w + 2 * pad, rows * cell_h + 2 * pad), (24, 64, 200))
     draw = ImageDraw.Draw(image)
     for r in range(rows):
@@ -561,8 +561,8 @@ def render_text_image(lines: list[str], cols: int, rows: int) -> "Image.Image":
             x, y = pad + c * cell_w, pad + r * cell_h
             draw.rectangle((x, y, x + cell_w - 2, y + cell_h - 2), fill=(34, 84, 230))
             if c < len(text):
-                draw.text((x, y), text[c], font=bitmap, fill=(240, 240, 255))
-    return image
+                draw.text((x + 1, y + 1), text[c], font=bitmap, fill=(240, 240, 255))
+    return image.resize((image.width * 2, image.height * 2), Image.NEAREST)
 
 
 def write_gallery(out_dir: Path, *, scale_to: int = 256) -> list[Path]:
@@ -594,6 +594,9 @@ def write_gallery(out_dir: Path, *, scale_to: int = 256) -> list[Path]:
             if factor > 1:
                 image = image.resize((geometry.width * factor, geometry.height * factor),
                                      Image.NEAREST)
+            if image.mode == "RGB":
+                # A palette keeps the files a few KB (anti-aliasing needs few shades).
+                image = image.convert("P", palette=Image.ADAPTIVE, colors=64)
             path = out_dir / f"{name}-{geometry.name}.png"
             image.save(path, optimize=True)
             written.append(path)

@@ -277,3 +277,13 @@ def test_character_lcd_pages_through_the_sign_in(recording_serial):
     assert str(device.text) == "\n".join(pages[0])
     presenter.show(ExpiredView())                  # a new screen starts on its first page
     assert str(device.text) == "\n".join(screens.text_pages(ExpiredView(), 16, 2)[0])
+
+
+def test_character_lcd_on_an_i2c_backpack_names_the_bus(caplog):
+    presenter = open_presenter({"driver": "hd44780", "interface": "pcf8574", "i2c_port": 98,
+                                "i2c_address": 0x27, "width": 128, "height": 64},
+                               stream=io.StringIO())
+    assert isinstance(presenter, ConsolePresenter)
+    assert _warnings(caplog) == [
+        "display hd44780 on /dev/i2c-98 not available: No such file or directory "
+        "(enable I2C with: sudo raspi-config nonint do_i2c 0)"]
