@@ -124,12 +124,24 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-    from agent.service import build_service
+    import signal
+    import threading
 
-    config = load_config(_config_path(args))
-    service = build_service(config)
-    return service.run()
+    # systemd may send SIGTERM while the agent is still starting: remember
+    # it, and stop cleanly as soon as the service can.
+    early_stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: early_stop.set())
+    try:
+        from agent.config import load_config
+        from agent.service import build_service
+
+        config = load_config(_config_path(args))
+        service = build_service(config)
+        if early_stop.is_set():
+            service.stop()
+        return service.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_config(args: argparse.Namespace) -> int:
