@@ -208,7 +208,9 @@ EOF
     # The token goes to /dev/null: entra-auth-cli has saved it in the
     # root-only token file, where the service reads it. A saved or refreshable
     # token comes back with no new code, so running this again asks nothing.
-    "$cli" get-token --flow device-code --profile "$profile" --output json > /dev/null || status=$?
+    # --display also puts the code (and a QR code) on the screen configured
+    # in agent.toml, for a person standing at the board.
+    "$cli" get-token --flow device-code --display --profile "$profile" --output json > /dev/null || status=$?
     case "$status" in
         0) say "signed in; the token is saved for the service" ;;
         4) die 4 "the sign-in did not complete: the code expired or was declined (run $PROG again for a new code)" ;;

@@ -11,6 +11,7 @@ still sees the code.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -20,13 +21,18 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from agent import __version__, paths
-from agent.auth.errors import CodeExpired, SignInRequired
+from agent.auth.errors import AuthorizationDeclined, CodeExpired, SignInRequired
 from agent.auth.tokens import TokenClient, TokenSet
-from agent.errors import EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, AgentError, UsageError
+from agent.errors import (
+    EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, AgentError, CancelledError, UsageError,
+)
 from agent.profiles import (
     DEFAULT_PROFILE, DEFAULT_SCOPES, FLOWS, Profile, ProfileStore,
 )
-from agent.ui import SignInView, box, format_duration
+from agent.ui import (
+    CancelledView, ConsolePresenter, DeclinedView, ErrorView, ExpiredView, Presenter,
+    SignedInView, SignInView, View, box, format_duration,
+)
 
 __all__ = ["main"]
 
@@ -100,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=("text", "json"), default="text",
                    help="text: the bare access token; json: access_token, token_type, expires_at, "
                         "expires_in, scope, profile, account")
+    p.add_argument("--display", action="store_true",
+                   help="also show the code and a QR code on the screen set in the agent's config "
+                        "([display] in agent.toml), for a person standing at the board")
     p.set_defaults(handler=_get_token)
 
     p = sub.add_parser("create-profile", help="add a sign-in profile",
@@ -180,31 +189,76 @@ class Progress:
             self.stream.flush()
 
 
-def _sign_in(client: TokenClient, scopes: list[str]) -> TokenSet:
+def _open_screen() -> Presenter | None:
+    """The attached screen of ``agent.toml``'s ``[display]``, or None.
+
+    The console already shows everything, so only a real device counts; a
+    screen that cannot be opened is one warning line, never a failure.
+    """
+    from agent.config import load_config
+    try:
+        config = load_config(paths.config_file())
+    except AgentError as exc:
+        log.warning("no screen to show the code on: %s", exc)
+        return None
+    settings = config.display.as_settings()
+    if str(settings.get("driver", "console")) in ("console", "none"):
+        return None
+    try:
+        from hardware.display import open_presenter
+    except ImportError:
+        log.warning("no screen support installed (install the 'display' extra)")
+        return None
+    # A device that fails falls back to the console; send that copy nowhere.
+    presenter = open_presenter(settings, stream=io.StringIO())
+    return None if isinstance(presenter, ConsolePresenter) else presenter
+
+
+def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = None) -> TokenSet:
     err = sys.stderr
     authorization = client.request_code(scopes or None)
-    view = SignInView(
-        user_code=authorization.user_code,
-        verification_uri=authorization.verification_uri,
-        verification_uri_complete=authorization.verification_uri_complete,
-        seconds_left=int(authorization.seconds_left(client.clock)),
-        lifetime=authorization.expires_in,
-    )
+
+    def view_now() -> SignInView:
+        return SignInView(
+            user_code=authorization.user_code,
+            verification_uri=authorization.verification_uri,
+            verification_uri_complete=authorization.verification_uri_complete,
+            seconds_left=int(authorization.seconds_left(client.clock)),
+            lifetime=authorization.expires_in,
+        )
+
+    view = view_now()
     err.write("To sign in, use a web browser to open the page:\n"
               f"{authorization.verification_uri}\n"
               f"And enter the code: {authorization.user_code}\n\n")
     err.write(box(view) + "\n")
     err.flush()
     progress = Progress(err)
+
+    def on_wait(seconds_left: float) -> None:
+        progress.update(seconds_left)
+        if screen is not None:
+            screen.show(view_now())
+
     try:
-        tokens = client.poll(authorization, on_wait=progress.update,
-                             tick=1.0 if progress.tty else None)
+        tokens = client.poll(authorization, on_wait=on_wait,
+                             tick=1.0 if progress.tty or screen is not None else None)
     except CodeExpired:
-        progress.clear()
+        _show(screen, ExpiredView())
         raise CodeExpired("Device code expired. Please try again.",
                           f"run: {PROG} get-token --flow device-code --profile {client.profile.name}") from None
+    except AuthorizationDeclined:
+        _show(screen, DeclinedView())
+        raise
+    except (CancelledError, KeyboardInterrupt):
+        _show(screen, CancelledView())
+        raise
+    except AgentError as exc:
+        _show(screen, ErrorView(exc.message))
+        raise
     finally:
         progress.clear()
+    _show(screen, SignedInView(tokens.account))
     who = f" as {tokens.account}" if tokens.account else ""
     err.write(f"✓ Authentication successful{who}!\n"
               f"Token saved to profile '{client.profile.name}'\n")
@@ -213,6 +267,11 @@ def _sign_in(client: TokenClient, scopes: list[str]) -> TokenSet:
 
 
 # -- commands -------------------------------------------------------------------
+
+def _show(screen: Presenter | None, view: View) -> None:
+    if screen is not None:
+        screen.show(view)
+
 
 def _get_token(args: argparse.Namespace) -> int:
     from agent.profiles import validate_scopes
@@ -224,7 +283,12 @@ def _get_token(args: argparse.Namespace) -> int:
     except SignInRequired as exc:
         if client.store.path(profile.name).exists():
             print(f"{exc.message}; starting a new sign-in.", file=sys.stderr)
-        tokens = _sign_in(client, scopes)
+        screen = _open_screen() if args.display else None
+        try:
+            tokens = _sign_in(client, scopes, screen)
+        finally:
+            if screen is not None:
+                screen.close()
     _print_token(tokens, profile, client, args.output)
     return EXIT_OK
 

@@ -4,6 +4,7 @@ and real subprocesses against the local identity provider."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pty
 import re
@@ -330,3 +331,33 @@ def test_seed_in_scripts_example(agent_dirs, idp_realtime, tmp_path):
     assert json.loads(result.stdout[result.stdout.index("{"):])["userPrincipalName"] == "ada@contoso.example"
     for secret in idp_realtime.issued_secrets():
         assert secret not in result.stdout + result.stderr
+
+
+def _write_display_config(agent_dirs, driver_lines):
+    agent_dirs["config"].mkdir(parents=True, exist_ok=True)
+    (agent_dirs["config"] / "agent.toml").write_text(
+        'profile = "default"\ndevice_id = "pi-1"\n\n[display]\n' + driver_lines + "\n")
+
+
+def test_get_token_shows_the_code_on_the_configured_screen(agent_dirs, idp_realtime, capsys, caplog):
+    pytest.importorskip("luma.core")
+    _write_display_config(agent_dirs, 'driver = "dummy"\nwidth = 128\nheight = 64')
+    create(idp_realtime)
+    approve_when_issued(idp_realtime)
+    with caplog.at_level(logging.INFO, logger="hardware"):
+        assert main(["get-token", "--display", "--output", "json"]) == 0
+    assert "dummy" in caplog.text and "128x64" in caplog.text
+    for secret in idp_realtime.issued_secrets():
+        assert secret not in caplog.text
+
+
+def test_get_token_display_trouble_is_one_warning_not_a_failure(agent_dirs, idp_realtime, capsys, caplog):
+    pytest.importorskip("luma.core")
+    _write_display_config(agent_dirs, 'driver = "ssd1306"\ninterface = "i2c"\ni2c_port = 99')
+    create(idp_realtime)
+    approve_when_issued(idp_realtime)
+    with caplog.at_level(logging.WARNING):
+        assert main(["get-token", "--display", "--output", "json"]) == 0
+    assert "/dev/i2c-99" in caplog.text
+    err = capsys.readouterr().err
+    assert err.count("Enter code:") == 1          # no second copy from a console fallback
