@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"{PROG}: %(levelname)s: %(message)s")
+    from agent.logsetup import setup_logging
+    setup_logging(PROG, logging.WARNING - 10 * min(verbose, 2))
 
 
 def _parser() -> argparse.ArgumentParser:
