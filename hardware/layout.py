@@ -193,6 +193,15 @@ def wrap(text: str, width: int, fits: "callable[[str], bool]", mode: str) -> lis
         return [text]
     if mode == "none":
         return None
+    if mode == "chars":
+        # Fill every line: the densest way to show an address on a tiny panel.
+        out, chunk = [], ""
+        for ch in text:
+            if chunk and not fits(chunk + ch):
+                out.append(chunk)
+                chunk = ""
+            chunk += ch
+        return out + [chunk]
     tokens: list[str] = []
     for token in _tokens(text, mode):
         if fits(token.rstrip(" ")):
@@ -247,11 +256,12 @@ class _Placed:
     gap: int            # pixels between this block's lines
 
 
-def _place_block(block: Block, size: int, width: int, clip: int, mode: str) -> _Placed | None:
+def _place_block(block: Block, size: int, width: int, clip: int, mode: str,
+                 dense: bool = False) -> _Placed | None:
     def fits(line: str) -> bool:
         return text_width(line, size, mode) <= width
 
-    lines = wrap(block.text, width, fits, block.wrap)
+    lines = wrap(block.text, width, fits, "chars" if dense and block.wrap == "path" else block.wrap)
     if lines is None:
         return None
     limit = min(block.max_lines, clip) if clip and block.ellipsize else block.max_lines
@@ -277,14 +287,14 @@ def _grow_size(block: Block, body: int, width: int, height: int, mode: str) -> i
 
 
 def _try(blocks: Sequence[Block], body: int, width: int, height: int,
-         clip: int, mode: str) -> list[_Placed] | None:
+         clip: int, mode: str, dense: bool = False) -> list[_Placed] | None:
     placed: list[_Placed] = []
     for block in blocks:
         if block.scale > 1 and scalable_fonts():
             size = _grow_size(block, body, width, height, mode)
         else:
             size = body
-        p = _place_block(block, size, width, clip, mode)
+        p = _place_block(block, size, width, clip, mode, dense)
         if p is None:
             return None
         placed.append(p)
@@ -294,7 +304,7 @@ def _try(blocks: Sequence[Block], body: int, width: int, height: int,
         if not grown:
             return None
         for i in grown:
-            p = _place_block(placed[i].block, placed[i].size - 1, width, clip, mode)
+            p = _place_block(placed[i].block, placed[i].size - 1, width, clip, mode, dense)
             assert p is not None  # smaller than a size that fitted one line
             placed[i] = p
     return placed
@@ -327,19 +337,23 @@ def fit_column(blocks: Sequence[Block], region: Box, *, min_size: int,
     ``clip=False`` nothing is ellipsized (try a smaller *min_size* first).
     """
     optional = sorted((b for b in blocks if not b.required), key=lambda b: b.priority)
-    attempts: list[tuple[list[Block], int]] = []
-    for dropped in range(len(optional) + 1):
-        gone = {id(b) for b in optional[:dropped]}
-        attempts.append(([b for b in blocks if id(b) not in gone], 0))
+    attempts: list[tuple[list[Block], int, bool]] = []
+    for dense in (False, True):
+        if dense and not any(b.wrap == "path" for b in blocks):
+            continue
+        # Then: addresses broken anywhere, filling each line.
+        for dropped in range(len(optional) + 1):
+            gone = {id(b) for b in optional[:dropped]}
+            attempts.append(([b for b in blocks if id(b) not in gone], 0, dense))
     # Last resort: cut ellipsizable blocks (an account name) a line at a time.
     longest = max((b.max_lines for b in blocks if b.ellipsize), default=0) if clip else 0
     for limit in range(longest, 0, -1):
         for dropped in range(len(optional) + 1):
             gone = {id(b) for b in optional[:dropped]}
-            attempts.append(([b for b in blocks if id(b) not in gone], limit))
-    for active, limit in attempts:
+            attempts.append(([b for b in blocks if id(b) not in gone], limit, False))
+    for active, limit, dense in attempts:
         for body in _sizes(min_size, max_size):
-            placed = _try(active, body, region.width, region.height, limit, mode)
+            placed = _try(active, body, region.width, region.height, limit, mode, dense)
             if placed is not None:
                 order = {id(b): i for i, b in enumerate(blocks)}
                 return _arrange(placed, body, region, valign, mode, order)

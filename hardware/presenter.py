@@ -74,6 +74,7 @@ class LumaPresenter:
         self._since = self._clock.monotonic()
         self._phase = "on"          # "on", "dim" or "blank"
         self._last_frame: bytes | None = None
+        self._warned: set[type] = set()
         mode = getattr(device, "mode", "1")
         self._mode = "1" if mode == "1" else "RGB"
         self._call("contrast", self._care.contrast)
@@ -160,7 +161,15 @@ class LumaPresenter:
         from PIL import Image
 
         width, height = self.device.size
-        image = screens.render(view, (width, height), self._mode)
+        try:
+            image = screens.render(view, (width, height), self._mode)
+        except screens.LayoutError as exc:
+            # A panel smaller than any we lay out (64x32): show the text anyway.
+            if type(view) not in self._warned:
+                self._warned.add(type(view))
+                log.warning("%s: %s; showing plain text (use a panel of 84x48 or more)",
+                            self.name, exc)
+            image = screens.render_plain(view, (width, height), self._mode)
         dx, dy = self._offset(now)
         if dx or dy:
             moved = Image.new(image.mode, image.size, 0)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Geometry", "GEOMETRIES", "Plan", "SAMPLES", "layout", "plan", "render",
     "render_text", "text_pages", "display_code", "display_address",
-    "qr_payload", "write_gallery", "LayoutError",
+    "qr_payload", "write_gallery", "LayoutError", "render_plain",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class Geometry:
 
 
 GEOMETRIES: list[Geometry] = [
+    Geometry(84, 48, "1"),          # PCD8544 (Nokia 5110)
     Geometry(128, 32, "1"),         # SSD1306 0.91"
     Geometry(128, 64, "1"),         # SSD1306 / SH1106 0.96" and 1.3"
     Geometry(96, 64, "RGB"),        # SSD1331 0.95"
@@ -280,9 +281,12 @@ def plan(view: View, size: tuple[int, int], mode: str = "1") -> Plan:
     payload = qr_payload(view) if isinstance(view, SignInView) else None
     real = _blocks(view)
     template = _blocks(view, stand_in=True)
-    base = _plan_blocks(tuple(template), payload, size, mode)
-    p = _substitute(base, template, real, mode)
-    if p is None:  # a real text outgrew its stand-in: lay it out for itself
+    try:
+        base = _plan_blocks(tuple(template), payload, size, mode)
+        p = _substitute(base, template, real, mode)
+    except LayoutError:  # the stand-ins are wider than the real text
+        p = None
+    if p is None:  # lay the real text out for itself
         p = _plan_blocks.__wrapped__(tuple(real), payload, size, mode)
     if p.bar is not None and isinstance(view, SignInView):
         left = view.seconds_left / view.lifetime if view.lifetime > 0 else 0.0
@@ -393,6 +397,32 @@ def _plan_sign_in(payload: str, size: tuple[int, int], mode: str,
             if lines is not None:
                 return Plan(size, tuple(lines), None, bar_spec)
     raise LayoutError(f"sign-in screen does not fit {size[0]}x{size[1]}")
+
+
+def render_plain(view: View, size: tuple[int, int], mode: str = "1") -> "Image.Image":
+    """A last-resort picture for a panel too small for :func:`render`.
+
+    The text of :func:`agent.ui.describe` (the code first on a sign-in
+    screen) at the smallest size, filling each line, cut off at the bottom.
+    """
+    from PIL import Image, ImageDraw
+
+    from agent.ui import describe
+
+    if isinstance(view, SignInView):
+        lines = [display_code(view.user_code), display_address(view.verification_uri)]
+    else:
+        lines = describe(view)
+    image = Image.new(mode, size, 0)
+    draw = ImageDraw.Draw(image)
+    f = font(MIN_FONT, mode)
+    y = 0
+    for text in lines:
+        for part in wrap(text, size[0], lambda t: draw.textlength(t, font=f) <= size[0],
+                         "chars") or []:
+            draw.text((0, y), part, font=f, fill=1 if mode == "1" else (255, 255, 255))
+            y += MIN_FONT + 2
+    return image
 
 
 def layout(view: View, size: tuple[int, int], mode: str = "1") -> list[Box]:

@@ -287,3 +287,13 @@ def test_character_lcd_on_an_i2c_backpack_names_the_bus(caplog):
     assert _warnings(caplog) == [
         "display hd44780 on /dev/i2c-98 not available: No such file or directory "
         "(enable I2C with: sudo raspi-config nonint do_i2c 0)"]
+
+
+def test_a_panel_too_small_for_any_layout_still_shows_the_text(caplog):
+    presenter = open_presenter({"driver": "dummy", "width": 64, "height": 32}, clock=FakeClock())
+    presenter.show(SAMPLES["sign-in"])
+    image = presenter.device.image
+    assert image.getbbox() is not None
+    assert any("showing plain text" in r.getMessage() for r in caplog.records)
+    presenter.show(SAMPLES["sign-in"])
+    assert sum("showing plain text" in r.getMessage() for r in caplog.records) == 1
