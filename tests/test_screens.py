@@ -233,7 +233,8 @@ def test_half_blocks_pair_rows():
 
 
 def test_importing_hardware_loads_no_heavy_modules():
-    code = ("import sys, hardware, hardware.screens, hardware.display, hardware.button, "
+    code = ("import sys, hardware, hardware.screens, hardware.display, hardware.button, hardware.led, "
+            "hardware.layout, hardware.errors, "
             "hardware.presenter, hardware.console; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'PIL', 'luma', 'gpiozero', 'segno'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
