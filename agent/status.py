@@ -39,7 +39,7 @@ from agent import __version__
 __all__ = [
     "StatusPublisher", "MqttSettings", "SensorInfo", "ALLOWED_STATE_KEYS",
     "RECONNECT_MIN_DELAY", "RECONNECT_MAX_DELAY", "FIRST_CONNECT_JITTER",
-    "CLOSE_TIMEOUT",
+    "CLOSE_TIMEOUT", "IDLE_WAKEUP",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ RECONNECT_MIN_DELAY = 1          # seconds before the first reconnect; paho doub
 RECONNECT_MAX_DELAY = 120        # seconds, the ceiling of paho's backoff
 FIRST_CONNECT_JITTER = 2.0       # seconds: a fleet that boots together spreads its connects
 CLOSE_TIMEOUT = 3.0              # seconds to wait for "offline" to leave on close()
+IDLE_WAKEUP = 30.0               # seconds paho's network thread may sleep when idle
 HA_PREFIX = "homeassistant"      # Home Assistant's default discovery prefix
 
 # The keys a state payload may carry. Anything else (a token, a device code)
@@ -84,6 +85,35 @@ class SensorInfo:
 
     name: str                   # the reading's ``sensor`` field
     unit: str | None = None
+
+
+def _idle_timeout(keepalive: int) -> float:
+    # paho checks whether a PINGREQ is due only when select returns: a
+    # quarter of the keepalive keeps the ping well inside the broker's 1.5x.
+    return max(1.0, min(IDLE_WAKEUP, keepalive / 4))
+
+
+def _quiet_client_class(base: type, timeout: float) -> type:
+    """paho's Client whose network thread sleeps up to *timeout* s, not 1 s.
+
+    ``loop_start`` runs ``loop_forever()`` with paho's default select
+    timeout of one second: 60 wakeups a minute on an idle board. Publishing
+    from another thread wakes that select through paho's socket pair, and
+    keepalive pings only need a check every quarter keepalive, so a longer timeout costs
+    little. ``_thread_main`` is paho 2.x's thread body; without it (another
+    paho version) the stock client is used.
+    """
+    if not hasattr(base, "_thread_main"):
+        return base
+
+    class QuietClient(base):  # type: ignore[misc, valid-type]
+        def _thread_main(self) -> None:
+            try:
+                self.loop_forever(timeout=timeout, retry_first_connection=True)
+            finally:
+                self._thread = None
+
+    return QuietClient
 
 
 def _object_id(name: str) -> str:
@@ -137,7 +167,8 @@ class StatusPublisher:
         from paho.mqtt.enums import CallbackAPIVersion
 
         s = self.settings
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"entra-agent-{self.device_id}")
+        client = _quiet_client_class(mqtt.Client, _idle_timeout(s.keepalive))(
+            CallbackAPIVersion.VERSION2, client_id=f"entra-agent-{self.device_id}")
         # The will must be set before connecting; the broker sends it when
         # the agent vanishes without saying goodbye (crash, SIGKILL, power).
         client.will_set(self.availability_topic, "offline", qos=1, retain=True)

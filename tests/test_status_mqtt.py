@@ -292,3 +292,19 @@ def test_watchdog_interval():
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 15.0
     assert watchdog_interval({"WATCHDOG_USEC": "bogus"}) is None
+
+
+@pytest.mark.slow
+def test_idle_connection_survives_keepalive(mosquitto):
+    # The network thread sleeps a quarter keepalive at a time (fewer wakeups);
+    # pings must still go out before the broker's 1.5 x keepalive cut-off.
+    changes: list[bool] = []
+    pub = make_publisher(mosquitto, keepalive=6, changes=changes)
+    pub.start()
+    try:
+        assert wait_until(lambda: pub.is_connected)
+        time.sleep(10)                      # > 1.5 x keepalive of silence otherwise
+        assert changes == [True]
+        assert pub.is_connected
+    finally:
+        pub.close()

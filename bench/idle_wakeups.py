@@ -1,0 +1,134 @@
+"""Wakeups per minute of an idle agent (signed in, reading every 60 s).
+
+    python3 bench/idle_wakeups.py [--seconds S] [--no-mqtt]
+
+Side by side in one run: a bare ``import requests, paho.mqtt.client``
+process that sleeps, a signed-in ``entra-agent run`` without MQTT, and (when
+the ``mosquitto`` binary is installed) the same with MQTT to a local broker.
+Counts voluntary context switches of all threads of each process (from
+/proc/<pid>/task/*/status) over the same real *seconds*, and prints them per
+minute, per thread. A switch is a thread going to sleep: a wakeup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _agent import proc_status, running_agent  # noqa: E402
+
+
+def per_thread(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            text = (task / "status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out[f"{name}[{task.name}]"] = int(line.split()[1])
+    return out
+
+
+def measure(pid: int, seconds: float) -> tuple[float, dict[str, float]]:
+    before, threads_before = proc_status(pid), per_thread(pid)
+    time.sleep(seconds)
+    after, threads_after = proc_status(pid), per_thread(pid)
+    scale = 60.0 / seconds
+    total = (after["voluntary_ctxt_switches"] - before["voluntary_ctxt_switches"]) * scale
+    threads = {k: (v - threads_before.get(k, 0)) * scale for k, v in threads_after.items()}
+    return total, threads
+
+
+def start_broker(tmp: Path) -> tuple[subprocess.Popen, int] | None:
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    return None
+
+
+def report(label: str, total: float, threads: dict[str, float]) -> None:
+    detail = ", ".join(f"{k} {v:.0f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v)
+    print(f"{label:<34} {total:7.1f} wakeups/min   ({detail or 'none'})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="real seconds to count over")
+    parser.add_argument("--no-mqtt", action="store_true")
+    args = parser.parse_args()
+
+    bare = subprocess.Popen([sys.executable, "-c",
+                             "import requests, paho.mqtt.client, time\nprint('ready', flush=True)\ntime.sleep(3600)"],
+                            stdout=subprocess.PIPE, text=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = None if args.no_mqtt else start_broker(Path(tmp))
+        try:
+            assert bare.stdout.readline().strip() == "ready"
+            with running_agent(interval=60, sensors=3) as plain:
+                if broker is not None:
+                    with running_agent(interval=60, sensors=3, mqtt=("127.0.0.1", broker[1])) as with_mqtt:
+                        time.sleep(3)        # let start-up settle
+                        # All three measured over the same real interval.
+                        import threading
+                        out: dict[str, tuple[float, dict[str, float]]] = {}
+                        jobs = [threading.Thread(target=lambda k=k, p=p: out.__setitem__(k, measure(p, args.seconds)))
+                                for k, p in (("bare", bare.pid), ("agent", plain.pid), ("mqtt", with_mqtt.pid))]
+                        for j in jobs:
+                            j.start()
+                        for j in jobs:
+                            j.join()
+                        results = [("bare import, sleeping", *out["bare"]),
+                                   ("entra-agent run, idle", *out["agent"]),
+                                   ("entra-agent run, idle, MQTT", *out["mqtt"])]
+                else:
+                    time.sleep(3)
+                    import threading
+                    out = {}
+                    jobs = [threading.Thread(target=lambda k=k, p=p: out.__setitem__(k, measure(p, args.seconds)))
+                            for k, p in (("bare", bare.pid), ("agent", plain.pid))]
+                    for j in jobs:
+                        j.start()
+                    for j in jobs:
+                        j.join()
+                    results = [("bare import, sleeping", *out["bare"]),
+                               ("entra-agent run, idle", *out["agent"])]
+        finally:
+            bare.kill()
+            bare.wait()
+            bare.stdout.close()
+            if broker is not None:
+                broker[0].kill()
+                broker[0].wait()
+    print(f"over {args.seconds:g} s of real time (sensors read every 60 s, one upload each):")
+    for label, total, threads in results:
+        report(label, total, threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
