@@ -277,3 +277,39 @@ def test_status_command_reads_the_running_agents_state(
     captured = capsys.readouterr()
     assert "state:        stopped" in captured.out
     assert "entra-agent: error: the agent is not running (last state: stopped" in captured.err
+
+
+def test_systemd_notify_ready_status_watchdog_stopping(agent_dirs, idp_realtime, receiver_realtime, tmp_path):
+    import socket as socketlib
+
+    idp_realtime.auto_approve_after_polls = 0
+    config = write_files(idp_realtime, receiver_realtime)
+    address = str(tmp_path / "notify.sock")
+    server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    server.bind(address)
+    server.settimeout(20)
+    env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
+    env.update(NOTIFY_SOCKET=address, WATCHDOG_USEC="1000000")   # ping every 0.5 s
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "agent.log", "wb"), env=env)
+    got: list[str] = []
+    try:
+        def until(predicate):
+            while not predicate():
+                got.append(server.recv(4096).decode())
+
+        until(lambda: "READY=1" in got)
+        until(lambda: any(m.startswith("STATUS=signed in as ada@contoso.example") for m in got))
+        count = got.count("WATCHDOG=1")
+        until(lambda: got.count("WATCHDOG=1") >= count + 3)
+        proc.send_signal(signal.SIGTERM)
+        until(lambda: "STOPPING=1" in got)
+        assert proc.wait(10) == 0
+    finally:
+        stop_process(proc)
+        server.close()
+    statuses = [m for m in got if m.startswith("STATUS=")]
+    assert statuses[0] == "STATUS=starting"
+    assert all("\n" not in m for m in statuses)
+    assert got.index("READY=1") < got.index("STOPPING=1")
