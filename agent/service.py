@@ -32,6 +32,7 @@ import os
 import queue
 import random
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ STOP_GRACE = 3.0
 STATUS_REFRESH = 30.0
 #: Longest real wait while a job is in flight (jobs post an event when done).
 MAX_INFLIGHT_WAIT = 1.0
+#: States remembered in Service.history (for tests, the demo and debugging).
+HISTORY_MAX = 200
 #: Seconds the "Signed in" screen stays before the status screen.
 SIGNED_IN_SCREEN = 3.0
 
@@ -208,7 +211,6 @@ class Service:
         self._refresh_failures = 0
         self._code_failures = 0
         self._mqtt_connected: bool | None = None
-        self._latest_values: dict[str, float] = {}
         self._sensor_failures: list[str] = []
         self._hold_until: float | None = None
         self._view_before_hold: ui.View | None = None
@@ -554,11 +556,19 @@ class Service:
             return
         readings, failures = event.value
         if readings:
-            self.outbox.add(readings)
+            try:
+                self.outbox.add(readings)
+            except (AgentError, OSError, sqlite3.Error) as exc:
+                # Disk full, file removed...: say so, keep the agent alive.
+                log.error("cannot keep %d readings: %s", len(readings), exc)
+                error = f"outbox: {exc}"
+                if error != self._last_error:
+                    self._last_error = error
+                    self._status_dirty = True
+                    self._publish()
+                return
             self.readings_taken += len(readings)
             self._upload_wanted = True
-            for r in readings:
-                self._latest_values[r.sensor] = r.value
             if self.publisher is not None:
                 self.publisher.publish_readings({r.sensor: r.value for r in readings})
         # read_all reports failures as (sensor name, reason).
@@ -755,6 +765,8 @@ class Service:
             log.info("state: %s -> %s", self.state, state)
             self.state = state
             self.history.append(state)
+            if len(self.history) > HISTORY_MAX:
+                del self.history[: len(self.history) - HISTORY_MAX]
             self._since = self.clock.time()
         elif self.history[-1] != state:
             self.history.append(state)
@@ -905,18 +917,47 @@ class Service:
         self.notifier.close()
         log.info("stopped")
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
+    def _install_signal_handlers(self) -> dict[str, Any]:
+        """SIGTERM/SIGINT -> :meth:`stop`, without running our code in a handler.
+
+        A Python signal handler runs between two bytecodes of the main
+        thread, possibly while it holds the event queue's lock: calling
+        ``stop()`` there could deadlock. So the C-level handler only writes
+        the signal number to a pipe (``signal.set_wakeup_fd``), and a small
+        thread that sleeps on that pipe calls ``stop()``.
+        """
         if threading.current_thread() is not threading.main_thread():
             return {}
-        old: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, lambda signum, frame: self.stop())
-        return old
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        saved: dict[str, Any] = {"fds": (read_end, write_end)}
+        saved["wakeup_fd"] = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        saved["handlers"] = {sig: signal.signal(sig, lambda signum, frame: None)
+                             for sig in (signal.SIGTERM, signal.SIGINT)}
+        wanted = {int(signal.SIGTERM), int(signal.SIGINT)}
+
+        def watch() -> None:
+            try:
+                while data := os.read(read_end, 64):     # b"" once the write end is closed
+                    if wanted & set(data):
+                        log.info("stop requested by signal")
+                        self.stop()
+            except OSError:
+                pass
+            finally:
+                os.close(read_end)
+
+        threading.Thread(target=watch, name="agent-signals", daemon=True).start()
+        return saved
 
     @staticmethod
-    def _restore_signal_handlers(old: dict[int, Any]) -> None:
-        for sig, handler in old.items():
+    def _restore_signal_handlers(saved: dict[str, Any]) -> None:
+        if not saved:
+            return
+        for sig, handler in saved["handlers"].items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(saved["wakeup_fd"])
+        os.close(saved["fds"][1])      # the watcher reads EOF, closes its end, ends
 
     # -- showing and telling -----------------------------------------------------
 
