@@ -189,15 +189,19 @@ class Demo:
                 pass        # cancelled or expired meanwhile
 
     def _report(self, service, idp, receiver) -> None:
+        # Looks once a second (a demo, not the agent): a refresh is told at
+        # once, the reading count every PROGRESS_EVERY seconds.
         seen_refreshes = 0
-        while not self._done.wait(PROGRESS_EVERY):
+        ticks = 0
+        while not self._done.wait(1.0):
+            ticks += 1
             refreshes = idp.counts["token.refresh_token"]
-            news = []
             if refreshes != seen_refreshes:
-                news.append(f"token refreshed ({refreshes} so far)")
                 seen_refreshes = refreshes
-            self.say(f"{service.state}: {len(receiver.unique_ids)} readings received in "
-                     f"{receiver.accepted_batches} uploads" + (f"; {news[0]}" if news else ""))
+                self.say(f"the agent refreshed its token before it expired ({refreshes} so far)")
+            if ticks % int(PROGRESS_EVERY) == 0:
+                self.say(f"{service.state}: {len(receiver.unique_ids)} readings received in "
+                         f"{receiver.accepted_batches} uploads")
 
     def _summary(self, service, idp, receiver) -> None:
         self.say(f"stopped: {service.readings_taken} readings taken, "

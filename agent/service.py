@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__, paths, ui
 from agent.auth.errors import (
-    AuthError, AuthorizationDeclined, CodeExpired, ProviderUnavailable, SignInRequired,
+    AuthorizationDeclined, CodeExpired, ProviderUnavailable, SignInRequired,
 )
 from agent.clock import Clock
 from agent.errors import AgentError, CancelledError
@@ -199,7 +199,6 @@ class Service:
         self._since = clock.time()
         self._tokens: "TokenSet | None" = None
         self._authorization: "DeviceAuthorization | None" = None
-        self._stopped_view: ui.View = ui.CancelledView()
         self._cancel_sign_in: threading.Event | None = None
         self._sign_in_thread: threading.Thread | None = None
         self._generation = 0
@@ -213,12 +212,9 @@ class Service:
         self._mqtt_connected: bool | None = None
         self._sensor_failures: list[str] = []
         self._hold_until: float | None = None
-        self._view_before_hold: ui.View | None = None
         self._signed_in_screen_until: float | None = None
-        self._status_written_at: float | None = None
         self._published_at = clock.monotonic()
         self._status_dirty = False
-        self._stop_requested = False
         self._set_up = False
         self._finished = False
         self.readings_taken = 0                          # for tests and benches
@@ -358,6 +354,21 @@ class Service:
                 return predicate(self)
             self.step()
         return predicate(self)
+
+    @property
+    def last_error(self) -> str | None:
+        """The last problem worth telling (one line), None when all is well."""
+        return self._last_error
+
+    @property
+    def last_upload(self) -> float | None:
+        """Wall-clock time (epoch s) of the last accepted upload, None before any."""
+        return self._last_upload
+
+    @property
+    def mqtt_connected(self) -> bool | None:
+        """True/False while MQTT is configured; None without MQTT."""
+        return self._mqtt_connected
 
     @property
     def finished(self) -> bool:
@@ -855,7 +866,6 @@ class Service:
     def _stopped(self, view: ui.View) -> None:
         self._cancel_attempt()
         self._tick_at = None
-        self._stopped_view = view
         self._retry_sign_in_at = self.clock.monotonic() + self.sign_in_retry_delay
         self._enter(SIGN_IN_STOPPED, view=view)
 
@@ -865,7 +875,6 @@ class Service:
         if self.state == STOPPING:
             return
         log.info("stopping")
-        self._stop_requested = True
         self.notifier.stopping()
         self._cancel_attempt()
         self._tick_at = self._display_at = self._refresh_at = self._retry_sign_in_at = None
@@ -1047,7 +1056,6 @@ class Service:
     def _write_status(self) -> None:
         # Called on a state change and when the error, MQTT link or failing
         # sensors changed; never for counters alone (depth ticks every read).
-        now = self.clock.monotonic()
         self._status_dirty = False
         status = self._status()
         status.pop("user_code", None)
@@ -1055,7 +1063,6 @@ class Service:
         status["updated"] = _iso(self.clock.time())
         try:
             write_status(self.status_path, status)
-            self._status_written_at = now
         except AgentError as exc:
             log.warning("%s", exc)
 

@@ -195,11 +195,11 @@ def test_transient_refresh_failure_keeps_the_token(make_service, idp, fake_clock
     service = make_service()
     assert service.run_until(in_state(SIGNED_IN), 5000)
     idp.queue_token_faults(Fault.status(503), Fault.drop())
-    assert service.run_until(lambda s: s._last_error is not None, 10000)
-    assert "HTTP 503" in service._last_error
+    assert service.run_until(lambda s: s.last_error is not None, 10000)
+    assert "HTTP 503" in service.last_error
     # The third attempt works; the error clears; the token was never dropped.
     assert service.run_until(lambda s: idp.counts["token.refresh_token"] >= 3
-                             and s._last_error is None, 10000)
+                             and s.last_error is None, 10000)
     assert service.history == [STARTING, SIGN_IN_REQUIRED, AWAITING_USER, SIGNED_IN]
 
 
@@ -290,7 +290,7 @@ def test_readings_flow_and_short_tokens_are_refreshed(make_service, idp, receive
     assert idp.counts["token.refresh_token"] >= 3
     assert receiver.duplicates == 0
     assert service.history == [STARTING, SIGN_IN_REQUIRED, AWAITING_USER, SIGNED_IN]
-    assert service._last_upload is not None
+    assert service.last_upload is not None
 
 
 def test_readings_taken_while_signed_out_arrive_after_sign_in(make_service, idp, receiver):
@@ -322,7 +322,7 @@ def test_endpoint_faults_back_off_and_nothing_is_lost(make_service, idp, receive
     assert service.run_until(drained(receiver), 2000)
     assert receiver.duplicates == 0
     assert idp.counts["token.refresh_token"] >= 1      # the 401 made it refresh once
-    assert service._last_error is None
+    assert service.last_error is None
     assert service.state == SIGNED_IN
 
 
@@ -332,9 +332,9 @@ def test_forbidden_pauses_uploads_and_reports(make_service, idp, receiver, fake_
     idp.auto_approve_after_polls = 1
     receiver.queue_responses(403)
     service = make_service(endpoint=receiver.url)
-    assert service.run_until(lambda s: s._last_error is not None, 5000)
+    assert service.run_until(lambda s: s.last_error is not None, 5000)
     refused_at = fake_clock.monotonic()
-    assert "HTTP 403" in service._last_error
+    assert "HTTP 403" in service.last_error
     status = json.loads(paths.status_file().read_text())
     assert "HTTP 403" in (status["last_error"] or "")
     requests_before = receiver.accepted_batches
@@ -356,7 +356,7 @@ def test_status_file_is_rewritten_only_when_something_changed(make_service, idp,
     # Readings and uploads alone do not rewrite it (os.replace would change the inode).
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     receiver.queue_responses(503)
-    assert service.run_until(lambda s: s._last_error is not None, 5000)
+    assert service.run_until(lambda s: s.last_error is not None, 5000)
     assert service.run_until(lambda s: paths.status_file().stat().st_ino != before.st_ino, 10)
     assert "HTTP 503" in json.loads(paths.status_file().read_text())["last_error"]
 

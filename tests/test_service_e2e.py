@@ -174,17 +174,17 @@ def test_broker_down_and_back_does_not_touch_telemetry(
         service_in_thread, idp_realtime, receiver_realtime, mosquitto, mqtt_subscriber):
     idp_realtime.auto_approve_after_polls = 0
     service = service_in_thread(write_files(idp_realtime, receiver_realtime, mosquitto))
-    assert wait_for(lambda: service.state == SIGNED_IN and service._mqtt_connected, 20)
+    assert wait_for(lambda: service.state == SIGNED_IN and service.mqtt_connected, 20)
     assert receiver_realtime.wait_for(2, 10)
 
     mosquitto.stop()
-    assert wait_for(lambda: service._mqtt_connected is False, 15)
+    assert wait_for(lambda: service.mqtt_connected is False, 15)
     during = len(receiver_realtime.unique_ids)
     assert receiver_realtime.wait_for(during + 6, 15)      # uploads go on without the broker
     assert service.state == SIGNED_IN
 
     mosquitto.start()                                        # same port, no retained messages
-    assert wait_for(lambda: service._mqtt_connected, 20)
+    assert wait_for(lambda: service.mqtt_connected, 20)
     sub = mqtt_subscriber(mosquitto, [f"{BASE}/#"])
     assert sub.wait_for(f"{BASE}/availability").text == "online"
     assert sub.wait_for(f"{BASE}/state").json()["state"] == SIGNED_IN
