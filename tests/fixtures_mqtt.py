@@ -11,6 +11,7 @@ that records every message (with its retained flag) and can
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -45,7 +46,8 @@ class Broker:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, extra_config: str = "",
+                 anonymous: bool = True) -> None:
         self.binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         if self.binary is None:
@@ -56,10 +58,14 @@ class Broker:
         self.log = workdir / "mosquitto.log"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
             "persistence false\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
+            # As root, mosquitto switches to user "mosquitto", which cannot
+            # read pytest's private folders (log, certificates, passwords).
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + extra_config
         )
         self.process: subprocess.Popen | None = None
 
@@ -122,7 +128,8 @@ class Message:
 class Subscriber:
     """A paho client that records messages on its subscriptions."""
 
-    def __init__(self, host: str, port: int, topics: list[str]) -> None:
+    def __init__(self, host: str, port: int, topics: list[str], *, tls: dict | None = None,
+                 username: str | None = None, password: str | None = None) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -135,6 +142,10 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.reconnect_delay_set(1, 1)
+        if tls is not None:
+            self.client.tls_set(**tls)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(10):
@@ -190,11 +201,55 @@ def mqtt_subscriber():
     """Factory: ``mqtt_subscriber(broker, ["prefix/#"])`` -> a recording :class:`Subscriber`."""
     made: list[Subscriber] = []
 
-    def make(broker: Broker, topics: list[str]) -> Subscriber:
-        sub = Subscriber(broker.host, broker.port, topics)
+    def make(broker: Broker, topics: list[str], **options) -> Subscriber:
+        sub = Subscriber(broker.host, broker.port, topics, **options)
         made.append(sub)
         return sub
 
     yield make
     for sub in made:
         sub.close()
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is not installed (apt-get install openssl)")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=entra-agent test CA",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn, ext in (("server", "127.0.0.1", ["-extfile", "san.ext"]), ("client", "dev-1", [])):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-out", f"{name}.crt", *ext)
+    for key in folder.glob("*.key"):
+        key.chmod(0o600)
+    return {name: folder / name for name in
+            ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+@pytest.fixture
+def mosquitto_tls(tmp_path_factory):
+    """mosquitto with TLS, client certificates and a password file (user dev-1, password s3cret-pw)."""
+    work = tmp_path_factory.mktemp("mosquitto-tls")
+    certs = make_certificates(work / "certs")
+    passwords = work / "passwords"
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    subprocess.run([tool, "-b", "-c", str(passwords), "dev-1", "s3cret-pw"], check=True,
+                   capture_output=True)
+    broker = Broker(work, anonymous=False, extra_config=(
+        f"cafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\nkeyfile {certs['server.key']}\n"
+        f"require_certificate true\npassword_file {passwords}\n"))
+    broker.certs = certs
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -308,3 +308,45 @@ def test_idle_connection_survives_keepalive(mosquitto):
         assert pub.is_connected
     finally:
         pub.close()
+
+
+def test_tls_client_certificate_and_password(mosquitto_tls, mqtt_subscriber):
+    certs = mosquitto_tls.certs
+    tls = dict(ca_file=str(certs["ca.crt"]), cert_file=str(certs["client.crt"]),
+               key_file=str(certs["client.key"]))
+    sub = mqtt_subscriber(mosquitto_tls, ["entra-agent/dev-1/#"],
+                          tls=dict(ca_certs=tls["ca_file"], certfile=tls["cert_file"],
+                                   keyfile=tls["key_file"]),
+                          username="dev-1", password="s3cret-pw")
+    pub = make_publisher(mosquitto_tls, tls=True, username="dev-1", password_value="s3cret-pw", **tls)
+    pub.start()
+    try:
+        assert wait_until(lambda: pub.is_connected)
+        pub.publish_state({"state": "signed_in"})
+        assert sub.wait_for("entra-agent/dev-1/state").json()["state"] == "signed_in"
+    finally:
+        pub.close()
+
+
+@pytest.mark.parametrize("change", ["password", "ca", "no-client-cert"])
+def test_tls_or_password_refused_is_not_fatal(mosquitto_tls, tmp_path, change):
+    from tests.fixtures_mqtt import make_certificates
+
+    certs = mosquitto_tls.certs
+    options = dict(tls=True, username="dev-1", password_value="s3cret-pw",
+                   ca_file=str(certs["ca.crt"]), cert_file=str(certs["client.crt"]),
+                   key_file=str(certs["client.key"]))
+    if change == "password":
+        options["password_value"] = "wrong"
+    elif change == "ca":
+        options["ca_file"] = str(make_certificates(tmp_path / "other")["ca.crt"])
+    else:
+        options["cert_file"] = options["key_file"] = None
+    pub = make_publisher(mosquitto_tls, **options)
+    try:
+        pub.start()
+        pub.publish_state({"state": "signed_in"})    # returns at once, whatever the broker says
+        time.sleep(1.5)
+        assert not pub.is_connected
+    finally:
+        pub.close()
