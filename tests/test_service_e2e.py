@@ -124,9 +124,15 @@ def test_sign_in_telemetry_refresh_revoke_sign_in_again_on_mqtt(
     idp = idp_realtime
     idp.access_token_lifetime = 8            # refresh every ~6 s (a quarter as margin)
     sub = mqtt_subscriber(mosquitto, [f"{BASE}/#", "homeassistant/#"])
-    service = service_in_thread(write_files(idp, receiver_realtime, mosquitto))
+    service = service_in_thread(write_files(idp, receiver_realtime, mosquitto,
+                                            extra="homeassistant_discovery = true\n"))
 
     sub.wait_for(f"{BASE}/state", lambda m: m.json()["state"] == AWAITING_USER, timeout=20)
+    # Home Assistant: one entity per configured sensor, one for the state.
+    uptime = sub.wait_for(f"homeassistant/sensor/{DEVICE}/uptime/config").json()
+    assert uptime["unit_of_measurement"] == "s" and uptime["state_topic"] == f"{BASE}/readings"
+    sub.wait_for(f"homeassistant/sensor/{DEVICE}/load_average/config")
+    assert sub.wait_for(f"homeassistant/sensor/{DEVICE}/state/config").json()["device"]["name"] == DEVICE
     waiting = [m for m in sub.on(f"{BASE}/state") if m.json()["state"] == AWAITING_USER][-1].json()
     assert waiting["verification_uri"] == idp.verification_uri
     assert waiting["expires_at"].endswith("Z")
