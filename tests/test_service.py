@@ -411,3 +411,16 @@ def test_button_and_led_on_mock_pins(make_service, idp_realtime):
     service.thread.join(10)
     assert not service.thread.is_alive()
     assert service.led.mode == "off"
+
+
+def test_status_file_while_waiting_has_the_address_not_the_code(make_service, idp):
+    idp.code_lifetime = 10**6
+    service = make_service()
+    assert service.run_until(in_state(AWAITING_USER), 5000)
+    code = service.presenter.of(ui.SignInView)[-1].user_code
+    text = paths.status_file().read_text()
+    status = json.loads(text)
+    assert status["state"] == AWAITING_USER
+    assert status["verification_uri"] == idp.verification_uri
+    assert status["expires_at"].endswith("Z")
+    assert code not in text and "user_code" not in status
