@@ -20,7 +20,6 @@ the config file's folder. ``deploy/agent.toml.example`` documents every key.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
+from agent.net import is_loopback
 
 __all__ = [
     "AgentConfig",
@@ -47,7 +47,6 @@ __all__ = [
     "DURABILITY_MODES",
     "EXAMPLE_HINT",
     "load_config",
-    "is_loopback_host",
     "check_endpoint",
 ]
 
@@ -237,19 +236,6 @@ class AgentConfig:
 # --------------------------------------------------------------------------
 # Checks shared with the uploader
 
-def is_loopback_host(host: str | None) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ::1 (plain HTTP is allowed there)."""
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_endpoint(url: str) -> str | None:
     """Why *url* is not acceptable as a telemetry endpoint, or None when it is.
 
@@ -263,7 +249,7 @@ def check_endpoint(url: str) -> str | None:
         return "a valid URL"
     if parts.scheme not in ("http", "https") or not host:
         return "an https:// URL"
-    if parts.scheme == "http" and not is_loopback_host(host):
+    if parts.scheme == "http" and not is_loopback(host):
         return "an https:// URL (plain http is allowed only on loopback)"
     if parts.username or parts.password:
         return "a URL without credentials in it"

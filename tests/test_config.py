@@ -13,7 +13,7 @@ import pytest
 
 from agent.config import (
     AgentConfig, ButtonConfig, DisplayConfig, LedConfig, MqttConfig, SensorConfig,
-    TelemetryConfig, check_endpoint, is_loopback_host, load_config,
+    TelemetryConfig, check_endpoint, load_config,
 )
 from agent.errors import ConfigError
 
@@ -291,5 +291,6 @@ def test_endpoint_rule(url, ok):
 
 
 def test_is_loopback_host():
-    assert is_loopback_host("127.0.0.1") and is_loopback_host("::1") and is_loopback_host("localhost")
-    assert not is_loopback_host("192.168.1.2") and not is_loopback_host("") and not is_loopback_host(None)
+    from agent.net import is_loopback
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("192.168.1.2") and not is_loopback("") and not is_loopback(None)

@@ -601,7 +601,7 @@ def _lan_address() -> str | None:
 def test_is_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("127.8.9.10") and is_loopback("::1")
     assert is_loopback("::ffff:127.0.0.1")
-    assert not is_loopback("192.168.1.20") and not is_loopback("fd00::2") and not is_loopback("localhost")
+    assert not is_loopback("192.168.1.20") and not is_loopback("fd00::2") and not is_loopback("localhost.example")
 
 
 @pytest.mark.skipif(_lan_address() is None, reason="this machine has no non-loopback IPv4 address")

@@ -11,7 +11,6 @@ Plain ``http://`` is allowed only for loopback addresses (the local sandbox).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import requests
 
 from agent.auth.errors import DiscoveryError, InsecureEndpoint, unavailable
 from agent.errors import UsageError
+from agent.net import is_loopback
 
 __all__ = [
     "CLOUDS", "WELL_KNOWN_TENANTS", "Endpoints", "entra_endpoints", "discover",
@@ -50,18 +50,6 @@ class Endpoints:
     device_authorization_endpoint: str
     token_endpoint: str
     issuer: str | None = None
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if not host:
-        return False
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def require_secure(url: str, what: str = "endpoint") -> str:

@@ -10,7 +10,6 @@ zero idle wake-ups, and ``stop()`` returns as soon as the pipe is written.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import selectors
 import socket
@@ -18,19 +17,11 @@ import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["QuietHandler", "SandboxServer", "is_loopback"]
+from agent.net import is_loopback
+
+__all__ = ["QuietHandler", "SandboxServer", "SandboxService", "is_loopback"]
 
 logger = logging.getLogger(__name__)
-
-
-def is_loopback(address: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -164,3 +155,42 @@ class SandboxServer:
             if sock is not None:
                 sock.close()
         self._server = self._thread = self._wake_r = self._wake_w = None
+
+
+class SandboxService:
+    """Start, stop and address plumbing shared by the sandbox's servers.
+
+    Subclasses set ``_server`` (a :class:`SandboxServer`) and ``_thread_name``.
+    """
+
+    _server: SandboxServer
+    _thread_name = "sandbox"
+
+    def start(self):  # -> Self
+        """Bind and serve from a daemon thread; returns self."""
+        self._server.start(self._thread_name)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; returns at once."""
+        self._server.stop()
+
+    def __enter__(self):  # -> Self
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:PORT`` (IPv6 hosts in brackets)."""
+        host = self._server._host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"

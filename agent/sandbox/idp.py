@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 from agent.clock import Clock, SystemClock
-from agent.sandbox._http import QuietHandler, SandboxServer, is_loopback
+from agent.sandbox._http import QuietHandler, SandboxServer, SandboxService, is_loopback
 
 __all__ = [
     "DEVICE_CODE_GRANT_TYPE",
@@ -188,7 +188,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-class IdentityProvider:
+class IdentityProvider(SandboxService):
     """An Entra-shaped OAuth 2.0 device-code identity provider on loopback.
 
     All times are in seconds. See the module docstring for the endpoints;
@@ -273,35 +273,12 @@ class IdentityProvider:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> "IdentityProvider":
-        """Bind and serve from a daemon thread; returns self."""
-        self._server.start("sandbox-idp")
-        logger.debug("sandbox identity provider on %s", self.base_url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; returns at once (no poll interval to wait out)."""
-        self._server.stop()
-
-    def __enter__(self) -> "IdentityProvider":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
+    _thread_name = "sandbox-idp"
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: use as the Entra authority host."""
-        host = self._server._host
-        if host in ("", "0.0.0.0"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return self.origin
 
     def issuer(self, tenant: str = "organizations") -> str:
         """The OpenID issuer for *tenant*: ``{base_url}/{tenant}/v2.0``."""

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from agent.sandbox._http import QuietHandler, SandboxServer, is_loopback
+from agent.sandbox._http import QuietHandler, SandboxServer, SandboxService, is_loopback
 
 __all__ = ["TelemetryReceiver", "ReadingError", "validate_batch"]
 
@@ -88,7 +88,7 @@ def validate_batch(body: object) -> tuple[str, list[dict[str, object]]]:
     return device_id, readings
 
 
-class TelemetryReceiver:
+class TelemetryReceiver(SandboxService):
     """The telemetry endpoint of the sandbox: ``POST {url}`` with a bearer token.
 
     *token_validator* maps a bearer token to an account (or None when
@@ -131,34 +131,12 @@ class TelemetryReceiver:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> "TelemetryReceiver":
-        """Bind and serve from a daemon thread; returns self."""
-        self._server.start("sandbox-receiver")
-        return self
-
-    def stop(self) -> None:
-        """Stop serving at once."""
-        self._server.stop()
-
-    def __enter__(self) -> "TelemetryReceiver":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
+    _thread_name = "sandbox-receiver"
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:{port}{path}``: the agent's telemetry endpoint."""
-        host = self._server._host
-        if host in ("", "0.0.0.0"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}{self.path}"
+        return self.origin + self.path
 
     # -- scripting ---------------------------------------------------------
 
