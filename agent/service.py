@@ -990,7 +990,9 @@ class Service:
     def _show_status(self) -> None:
         now = self.clock.monotonic()
         self._signed_in_screen_until = None
-        self._display_at = now + STATUS_REFRESH
+        if not isinstance(self.presenter, ui.NullPresenter):
+            # Ages on the screen tick; with no screen, no reason to wake up.
+            self._display_at = now + STATUS_REFRESH
         tokens = self._tokens
         self._show(ui.StatusView(
             device_id=self.config.device_id,
