@@ -175,10 +175,11 @@ class StatusPublisher:
         if s.username:
             client.username_pw_set(s.username, s.password())
         if s.tls:
+            # No ca_file: the system's trusted CAs. The broker's name is checked.
             client.tls_set(
-                ca_certs=s.ca_file or None,
-                certfile=s.cert_file or None,
-                keyfile=s.key_file or None,
+                ca_certs=str(s.ca_file) if s.ca_file else None,
+                certfile=str(s.cert_file) if s.cert_file else None,
+                keyfile=str(s.key_file) if s.key_file else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         client.reconnect_delay_set(*self._reconnect_delay)
