@@ -319,3 +319,25 @@ def test_systemd_notify_ready_status_watchdog_stopping(agent_dirs, idp_realtime,
     assert statuses[0] == "STATUS=starting"
     assert all("\n" not in m for m in statuses)
     assert got.index("READY=1") < got.index("STOPPING=1")
+
+
+def test_mqtt_over_tls_from_the_config_file(service_in_thread, idp_realtime, receiver_realtime,
+                                            mosquitto_tls, mqtt_subscriber, caplog):
+    certs = mosquitto_tls.certs
+    secret = paths.config_dir() / "mqtt-password"
+    paths.config_dir().mkdir(parents=True, exist_ok=True)
+    secret.write_text("s3cret-pw\n")
+    secret.chmod(0o600)
+    idp_realtime.auto_approve_after_polls = 0
+    config = write_files(idp_realtime, receiver_realtime, extra=(
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto_tls.port}\ntls = true\n'
+        f'username = "dev-1"\npassword_file = "{secret}"\nca_file = "{certs["ca.crt"]}"\n'
+        f'cert_file = "{certs["client.crt"]}"\nkey_file = "{certs["client.key"]}"\n'))
+    service = service_in_thread(config)
+    assert wait_for(lambda: service.state == SIGNED_IN and service.mqtt_connected, 20)
+    sub = mqtt_subscriber(mosquitto_tls, [f"{BASE}/state"],
+                          tls=dict(ca_certs=str(certs["ca.crt"]), certfile=str(certs["client.crt"]),
+                                   keyfile=str(certs["client.key"])),
+                          username="dev-1", password="s3cret-pw")
+    assert sub.wait_for(f"{BASE}/state").json()["state"] == SIGNED_IN
+    assert "s3cret-pw" not in caplog.text
