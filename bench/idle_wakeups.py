@@ -13,11 +13,13 @@ minute, per thread. A switch is a thread going to sleep: a wakeup.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,45 +87,31 @@ def main() -> int:
                              "import requests, paho.mqtt.client, time\nprint('ready', flush=True)\ntime.sleep(3600)"],
                             stdout=subprocess.PIPE, text=True)
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = None if args.no_mqtt else start_broker(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         try:
             assert bare.stdout.readline().strip() == "ready"
-            with running_agent(interval=60, sensors=3) as plain:
-                if broker is not None:
-                    with running_agent(interval=60, sensors=3, mqtt=("127.0.0.1", broker[1])) as with_mqtt:
-                        time.sleep(3)        # let start-up settle
-                        # All three measured over the same real interval.
-                        import threading
-                        out: dict[str, tuple[float, dict[str, float]]] = {}
-                        jobs = [threading.Thread(target=lambda k=k, p=p: out.__setitem__(k, measure(p, args.seconds)))
-                                for k, p in (("bare", bare.pid), ("agent", plain.pid), ("mqtt", with_mqtt.pid))]
-                        for j in jobs:
-                            j.start()
-                        for j in jobs:
-                            j.join()
-                        results = [("bare import, sleeping", *out["bare"]),
-                                   ("entra-agent run, idle", *out["agent"]),
-                                   ("entra-agent run, idle, MQTT", *out["mqtt"])]
-                else:
-                    time.sleep(3)
-                    import threading
-                    out = {}
-                    jobs = [threading.Thread(target=lambda k=k, p=p: out.__setitem__(k, measure(p, args.seconds)))
-                            for k, p in (("bare", bare.pid), ("agent", plain.pid))]
-                    for j in jobs:
-                        j.start()
-                    for j in jobs:
-                        j.join()
-                    results = [("bare import, sleeping", *out["bare"]),
-                               ("entra-agent run, idle", *out["agent"])]
+            subjects = {"bare import, sleeping": bare.pid}
+            subjects["entra-agent run, idle"] = stack.enter_context(
+                running_agent(interval=60, sensors=3)).pid
+            broker = None if args.no_mqtt else start_broker(Path(tmp))
+            if broker is not None:
+                stack.callback(lambda: (broker[0].kill(), broker[0].wait()))
+                subjects["entra-agent run, idle, MQTT"] = stack.enter_context(
+                    running_agent(interval=60, sensors=3, mqtt=("127.0.0.1", broker[1]))).pid
+            time.sleep(3)                    # let start-up settle
+            # Every process is measured over the same real interval.
+            out: dict[str, tuple[float, dict[str, float]]] = {}
+            jobs = [threading.Thread(target=lambda k=k, p=p: out.__setitem__(k, measure(p, args.seconds)))
+                    for k, p in subjects.items()]
+            for job in jobs:
+                job.start()
+            for job in jobs:
+                job.join()
+            results = [(label, *out[label]) for label in subjects]
         finally:
             bare.kill()
             bare.wait()
             bare.stdout.close()
-            if broker is not None:
-                broker[0].kill()
-                broker[0].wait()
     print(f"over {args.seconds:g} s of real time (sensors read every 60 s, one upload each):")
     for label, total, threads in results:
         report(label, total, threads)
