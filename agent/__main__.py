@@ -137,9 +137,7 @@ def _run(args: argparse.Namespace) -> int:
 
         config = load_config(_config_path(args))
         service = build_service(config)
-        if early_stop.is_set():
-            service.stop()
-        return service.run()
+        return service.run(stop_requested=early_stop)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

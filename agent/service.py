@@ -326,9 +326,15 @@ class Service:
 
     # -- running ---------------------------------------------------------------
 
-    def run(self) -> int:
-        """Run until stopped (SIGTERM, SIGINT, :meth:`stop`); return the exit code (0)."""
+    def run(self, stop_requested: threading.Event | None = None) -> int:
+        """Run until stopped (SIGTERM, SIGINT, :meth:`stop`); return the exit code (0).
+
+        *stop_requested*: set by whoever caught a SIGTERM before the service
+        could (it is checked once our own handlers are in place).
+        """
         handlers = self._install_signal_handlers()
+        if stop_requested is not None and stop_requested.is_set():
+            self.stop()
         try:
             self.start()
             while not self._finished:
