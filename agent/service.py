@@ -587,7 +587,8 @@ class Service:
             self.readings_taken += len(readings)
             self._upload_wanted = True
             if self.publisher is not None:
-                self.publisher.publish_readings({r.sensor: r.value for r in readings})
+                self.publisher.publish_readings({r.sensor: r.value for r in readings},
+                                                {r.sensor: r.unit for r in readings})
         # read_all reports failures as (sensor name, reason).
         names = sorted({f[0] if isinstance(f, tuple) else str(f) for f in failures or ()})
         if names != self._sensor_failures:

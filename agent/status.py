@@ -279,13 +279,24 @@ class StatusPublisher:
             if self._connected:
                 self._publish_locked(self.state_topic, payload)
 
-    def publish_readings(self, values: Mapping[str, float]) -> None:
-        """Publish the latest value per sensor (retained JSON on ``.../readings``)."""
+    def publish_readings(self, values: Mapping[str, float],
+                         units: Mapping[str, str | None] | None = None) -> None:
+        """Publish the latest value per sensor (retained JSON on ``.../readings``).
+
+        A reading name not configured as such (a sensor with several values,
+        e.g. two DS18B20 as ``ds18b20.28-...``) gets its own Home Assistant
+        entity the first time it is seen; *units* gives its unit.
+        """
         with self._lock:
             merged = dict(self._readings or {})
             merged.update(values)
             self._readings = merged
+            known = {s.name for s in self.sensors}
+            new = [SensorInfo(name, (units or {}).get(name)) for name in values if name not in known]
+            self.sensors.extend(new)
             if self._connected:
+                if new and self.settings.homeassistant_discovery:
+                    self._publish_discovery_locked(new)
                 self._publish_locked(self.readings_topic, merged)
 
     def _publish_locked(self, topic: str, payload: Mapping[str, Any]) -> None:
@@ -296,7 +307,7 @@ class StatusPublisher:
         self._client.publish(topic, json.dumps(payload, separators=(",", ":"), sort_keys=True),
                              qos=0, retain=True)
 
-    def _publish_discovery_locked(self) -> None:
+    def _publish_discovery_locked(self, only: Sequence[SensorInfo] | None = None) -> None:
         device = {
             "identifiers": [f"entra-agent-{self.device_id}"],
             "name": self.device_id,
@@ -309,7 +320,7 @@ class StatusPublisher:
             "payload_not_available": "offline",
             "device": device,
         }
-        configs: dict[str, dict[str, Any]] = {
+        configs: dict[str, dict[str, Any]] = {} if only is not None else {
             "state": {
                 **common,
                 "name": "State",
@@ -320,7 +331,7 @@ class StatusPublisher:
                 "icon": "mdi:account-key",
             },
         }
-        for sensor in self.sensors:
+        for sensor in self.sensors if only is None else only:
             oid = _object_id(sensor.name)
             config = {
                 **common,

@@ -218,6 +218,14 @@ def test_home_assistant_discovery(mosquitto, mqtt_subscriber):
         readings = sub.wait_for("entra-agent/dev-1/readings").json()
         assert readings == {"cpu_temperature": 48.5, "soil moisture": 31.0}
 
+        # A sensor with several values: one entity per value, when first seen.
+        pub.publish_readings({"ds18b20.28-0316a2795eff": 21.5}, {"ds18b20.28-0316a2795eff": "°C"})
+        probe = sub.wait_for("homeassistant/sensor/dev-1/ds18b20_28-0316a2795eff/config").json()
+        assert probe["unit_of_measurement"] == "°C"
+        assert probe["value_template"] == "{{ value_json['ds18b20.28-0316a2795eff'] }}"
+        assert sub.wait_for("entra-agent/dev-1/readings",
+                            lambda m: "ds18b20.28-0316a2795eff" in m.json()).json()["cpu_temperature"] == 48.5
+
         # Home Assistant restarts and announces itself: discovery comes again.
         before = len(sub.on("homeassistant/sensor/dev-1/state/config"))
         sub.client.publish("homeassistant/status", "online", qos=1)
