@@ -424,3 +424,21 @@ def test_status_file_while_waiting_has_the_address_not_the_code(make_service, id
     assert status["verification_uri"] == idp.verification_uri
     assert status["expires_at"].endswith("Z")
     assert code not in text and "user_code" not in status
+
+
+def test_provider_down_at_sign_in_retries_soon(make_service, idp, fake_clock):
+    from agent.service import REFRESH_RETRY_MIN
+
+    idp.code_lifetime = 10**6
+    idp.queue_devicecode_faults(Fault.status(503), Fault.drop())
+    service = make_service()
+    assert service.run_until(lambda s: idp.counts["devicecode"] >= 1 and s.state == SIGN_IN_STOPPED, 5000)
+    assert isinstance(service.presenter.last, ui.ErrorView)
+    assert "Cannot reach the sign-in service" in service.presenter.last.message
+    failed_at = fake_clock.monotonic()
+    assert service.run_until(in_state(AWAITING_USER), 5000)
+    # Two failures: 15 s, then 30 s; far sooner than the 15-minute retry after a
+    # stop. (+ up to one poll interval: the poller's first wait moves the clock.)
+    waited = fake_clock.monotonic() - failed_at
+    assert REFRESH_RETRY_MIN * 3 <= waited <= REFRESH_RETRY_MIN * 3 + idp.interval
+    assert idp.counts["devicecode"] == 3
