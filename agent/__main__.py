@@ -67,8 +67,8 @@ def _setup_logging(verbose: int, command: str | None) -> None:
     level = max(logging.DEBUG, base - 10 * verbose)
     if os.environ.get("DEBUG"):
         level = logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"{PROG}: %(levelname)s: %(name)s: %(message)s")
+    from agent.logsetup import setup_logging
+    setup_logging(PROG, level, names=True)
     # urllib3 at DEBUG prints URLs; ours never carry secrets, but keep it calm.
     logging.getLogger("urllib3").setLevel(max(level, logging.INFO))
 

@@ -40,14 +40,15 @@ def stderr_is_journal() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
-def setup_logging(prog: str, level: int = logging.WARNING) -> None:
-    """Log to stderr: ``prog: LEVEL: message``, or ``<N>name: message`` in the journal."""
+def setup_logging(prog: str, level: int = logging.WARNING, *, names: bool = False) -> None:
+    """Log to stderr: ``prog: LEVEL: [logger: ]message``, or ``<N>logger: message``
+    in the journal (which adds the time and the unit's identifier itself)."""
     handler = logging.StreamHandler(sys.stderr)
     if stderr_is_journal():
-        # The journal adds the time and the unit's identifier itself.
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
+        name = "%(name)s: " if names else ""
+        handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: {name}%(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_entra_agent", False):
