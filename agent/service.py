@@ -589,12 +589,18 @@ class Service:
             if self.publisher is not None:
                 self.publisher.publish_readings({r.sensor: r.value for r in readings},
                                                 {r.sensor: r.unit for r in readings})
-        # read_all reports failures as (sensor name, reason).
-        names = sorted({f[0] if isinstance(f, tuple) else str(f) for f in failures or ()})
+        # read_all reports failures as (sensor name, reason). Log a sensor when
+        # it starts failing and when it recovers, not at every reading.
+        reasons = dict(f if isinstance(f, tuple) else (str(f), "") for f in failures or ())
+        names = sorted(reasons)
         if names != self._sensor_failures:
+            for name in names:
+                if name not in self._sensor_failures:
+                    log.warning("sensor failing (skipped until it recovers): %s", reasons[name] or name)
+            for name in self._sensor_failures:
+                if name not in reasons:
+                    log.info("sensor %s recovered", name)
             self._sensor_failures = names
-            if names:
-                log.warning("sensors failing: %s", ", ".join(names))
             self._status_dirty = True
 
     def _on_upload(self, event: _Event) -> None:

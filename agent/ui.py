@@ -203,6 +203,9 @@ class ConsolePresenter:
         if isinstance(view, StatusView):
             # Ages tick every second; print when the substance changes.
             key = (type(view), view.account, view.outbox_depth == 0, view.mqtt_connected)
+        elif isinstance(view, OfflineView):
+            # Depth and retry time change at every attempt; the reason is the news.
+            key = (type(view), view.reason)
         with self._lock:
             if key == self._last_key:
                 return

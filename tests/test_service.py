@@ -442,3 +442,13 @@ def test_provider_down_at_sign_in_retries_soon(make_service, idp, fake_clock):
     waited = fake_clock.monotonic() - failed_at
     assert REFRESH_RETRY_MIN * 3 <= waited <= REFRESH_RETRY_MIN * 3 + idp.interval
     assert idp.counts["devicecode"] == 3
+
+
+def test_a_failing_sensor_is_logged_once_not_every_interval(make_service, idp, caplog):
+    """A sensor that fails all night is one warning, not one per reading (journal noise, SD wear)."""
+    import logging
+    service = make_service(extra='[[sensors]]\ntype = "cpu_temperature"\npath = "/nonexistent/temp"\n')
+    with caplog.at_level(logging.INFO):
+        assert service.run_until(lambda s: s.readings_taken >= 20, 5000)
+    failing = [r for r in caplog.records if "sensor failing" in r.getMessage()]
+    assert len(failing) == 1 and "does not exist" in failing[0].getMessage()

@@ -438,3 +438,20 @@ def test_a_netrc_entry_cannot_replace_the_bearer_token(rx, box, clock, tmp_path,
     box.add(make(1))
     assert uploader_for(rx.url, clock).upload(box, 500).accepted == 1
     assert rx.auth_headers == ["Bearer"]
+
+
+def test_a_long_outage_is_one_warning_and_one_recovery_line(rx, box, clock, caplog):
+    """An endpoint down all night must not write a warning per attempt to the journal."""
+    box.add(make(5))
+    up = uploader_for(rx.url, clock)
+    rx.queue_responses(503, 503, 503, 503)
+    with caplog.at_level(logging.DEBUG, logger="agent.telemetry.uploader"):
+        for _ in range(5):
+            clock.advance(up.wait_remaining())
+            up.upload(box, 500)
+    by_level = [(r.levelname, r.getMessage()) for r in caplog.records]
+    warnings = [m for level, m in by_level if level == "WARNING"]
+    infos = [m for level, m in by_level if level == "INFO"]
+    assert len(warnings) == 1 and "503" in warnings[0]
+    assert len(infos) == 1 and "accepts readings again after 4 failed attempts" in infos[0]
+    assert box.depth() == 0

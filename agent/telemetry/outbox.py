@@ -456,7 +456,7 @@ class Outbox:
                 self._make_room(db)
                 self._write_meta(db)
             if items:
-                log.info("spilled %d readings to %s (%d on disk)", len(items), self.path,
+                log.debug("spilled %d readings to %s (%d on disk)", len(items), self.path,
                          self._disk_count)
             return len(items)
 

@@ -538,6 +538,8 @@ def read_all(sensors: list[Sensor], clock: Clock) -> tuple[list[Reading], list[t
         else:
             readings.extend(batch)
             continue
-        log.warning("sensor skipped: %s", reason)
+        # DEBUG here: the service logs a sensor once when it starts failing and
+        # once when it recovers, not at every interval (journal noise, SD wear).
+        log.debug("sensor skipped: %s", reason)
         failures.append((name, reason))
     return readings, failures

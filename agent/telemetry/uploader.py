@@ -246,6 +246,8 @@ class Uploader:
         self._failures = 0               # transient failures in a row
         self._not_before = float("-inf")  # monotonic seconds; no POST before this
         self._last: UploadResult | None = None
+        self._last_error: str | None = None
+        self._failures_in_row = 0
         self._batch_limit: int | None = None  # learnt from 413 answers
         self._secrets: list[str] = []   # tokens used in the current upload, to redact
 
@@ -300,12 +302,23 @@ class Uploader:
         self._last = result
         if result.retry_after is not None:
             self._not_before = self.clock.monotonic() + result.retry_after
+        # A failure is a WARNING when it is new, DEBUG while it repeats (an
+        # endpoint down all night must not fill the journal); recovery is INFO.
         if result.error:
-            log.warning("upload: %s (%d accepted, %d waiting%s)", result.error, result.accepted,
-                        outbox.depth(),
-                        f", next try in {result.retry_after:.0f} s" if result.retry_after else "")
+            level = logging.DEBUG if result.error == self._last_error else logging.WARNING
+            log.log(level, "upload: %s (%d accepted, %d waiting%s)", result.error, result.accepted,
+                    outbox.depth(),
+                    f", next try in {result.retry_after:.0f} s" if result.retry_after else "")
+            self._failures_in_row += 1
         else:
-            log.info("upload: %d readings accepted, %d waiting", result.accepted, outbox.depth())
+            if self._failures_in_row:
+                log.info("upload: the endpoint accepts readings again after %d failed attempts "
+                         "(%d accepted, %d waiting)", self._failures_in_row, result.accepted,
+                         outbox.depth())
+            else:
+                log.debug("upload: %d readings accepted, %d waiting", result.accepted, outbox.depth())
+            self._failures_in_row = 0
+        self._last_error = result.error
         return result
 
     def _send(self, outbox: Outbox, batch: list[Reading]) -> UploadResult:
