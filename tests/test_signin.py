@@ -466,3 +466,31 @@ def test_no_secret_in_logs_or_errors(provider, clock, tmp_path, caplog):
     for secret in secrets:
         for text in texts:
             assert secret not in text
+
+
+def test_a_token_for_other_scopes_does_not_replace_the_profiles_token(provider, clock, tmp_path):
+    """get-token --scope X must not hand the agent an X token, nor lose a rotated refresh token."""
+    provider.auto_approve_after_polls = 0
+    client = make_client(provider, clock, tmp_path)
+    _, main_token = sign_in(client, provider)
+    other = client.acquire_silent(scopes=["https://storage.azure.com/user_impersonation"])
+    assert other.access_token != main_token.access_token
+    assert provider.counts["token.refresh_token"] == 1
+    agent = make_client(provider, clock, tmp_path)           # the agent, another process
+    assert agent.acquire_silent().access_token == main_token.access_token
+    assert provider.counts["token.refresh_token"] == 1       # no request: still valid
+    clock.advance(3600)                                      # now refresh with the rotated token
+    refreshed = agent.acquire_silent()
+    assert refreshed.covers(["https://graph.microsoft.com/User.Read"])
+    assert provider.counts["token.refresh_token"] == 2
+
+
+def test_a_sign_in_for_other_scopes_is_refreshed_to_the_profiles_scopes(provider, clock, tmp_path):
+    provider.auto_approve_after_polls = 0
+    client = make_client(provider, clock, tmp_path)
+    authorization = client.request_code(["api://telemetry/.default"])
+    client.poll(authorization)
+    tokens = make_client(provider, clock, tmp_path).acquire_silent()
+    assert provider.counts["token.refresh_token"] == 1
+    assert "https://graph.microsoft.com/User.Read" in provider.last_scope.split()
+    assert tokens.covers(["https://graph.microsoft.com/User.Read"])

@@ -99,6 +99,7 @@ class TokenSet:
     refresh_in: int | None = None           # Entra's hint, seconds after obtained_at
     obtained_at: float = 0.0                # wall-clock epoch seconds
     client_id: str = ""
+    requested: list[str] = field(default_factory=list)   # the scopes asked for
     _deadline: float | None = field(default=None, repr=False, compare=False)
     _refresh_deadline: float | None = field(default=None, repr=False, compare=False)
 
@@ -124,6 +125,7 @@ class TokenSet:
             refresh_in=int(float(refresh_in)) if refresh_in not in (None, "") else None,
             obtained_at=now_wall,
             client_id=client_id,
+            requested=list(requested),
         )
         tokens._deadline = now_mono + expires_in
         if tokens.refresh_in is not None:
@@ -176,6 +178,7 @@ class TokenSet:
             "id_token_claims": dict(self.id_token_claims),
             "refresh_in": self.refresh_in,
             "obtained_at": self.obtained_at,
+            "requested_scopes": list(self.requested),
         }
 
     @classmethod
@@ -190,7 +193,16 @@ class TokenSet:
             refresh_in=data.get("refresh_in"),
             obtained_at=float(data.get("obtained_at") or 0.0),
             client_id=str(data.get("client_id") or ""),
+            requested=list(data.get("requested_scopes") or []),
         )
+
+    def covers(self, scopes: Sequence[str]) -> bool:
+        """True when this token was asked for (at least) *scopes*.
+
+        Compared with what we requested, not the provider's answer: Entra
+        answers ``User.Read`` for ``https://graph.microsoft.com/User.Read``.
+        """
+        return _plain_scopes(scopes) <= _plain_scopes(self.requested or self.scope)
 
 
 def _plain_scopes(scopes: Sequence[str]) -> set[str]:
@@ -267,7 +279,7 @@ class TokenClient:
         """
         with self._lock, self.store.locked(self.profile.name):
             tokens = self._require_cached()
-            same_scopes = not scopes or _plain_scopes(scopes) <= _plain_scopes(tokens.scope)
+            same_scopes = tokens.covers(scopes or self.profile.scopes)
             if same_scopes and tokens.seconds_left(self.clock) > min_validity \
                     and tokens.refresh_due_in(self.clock, 0.0) > 0:
                 return tokens
@@ -302,8 +314,7 @@ class TokenClient:
                 "(no refresh token was issued)",
                 f"sign in again: entra-auth-cli get-token --profile {self.profile.name}",
             )
-        requested = self.scopes(scopes or [s for s in tokens.scope
-                                           if s.lower() in _plain_scopes(tokens.scope)] or None)
+        requested = self.scopes(scopes)
         endpoints = self.endpoints()
         url = endpoints.token_endpoint
         try:
@@ -328,8 +339,14 @@ class TokenClient:
         new = TokenSet.from_response(body, clock=self.clock, client_id=self.profile.client_id,
                                      requested=requested, previous=tokens)
         # Rotation: the new refresh token is on disk before anyone uses the access token.
-        self.store.save(self.profile.name, new.to_dict())
-        self._current = new
+        if new.covers(self.profile.scopes):
+            self.store.save(self.profile.name, new.to_dict())
+            self._current = new
+        elif new.refresh_token != tokens.refresh_token:
+            # A token for other scopes (get-token --scope): keep the profile's
+            # own access token on disk, but never lose the rotated refresh token.
+            tokens.refresh_token = new.refresh_token
+            self.store.save(self.profile.name, tokens.to_dict())
         log.info("token refreshed for profile %s (refresh token %s -> %s)", self.profile.name,
                  fingerprint(tokens.refresh_token), fingerprint(new.refresh_token))
         return new
