@@ -503,6 +503,13 @@ def _mqtt(file: Path, data: Any) -> MqttConfig:
         raise ConfigError(f"{file}: mqtt.cert_file is missing: a key_file needs its certificate")
     if (ca_file or cert_file) and not tls:
         raise ConfigError(f"{file}: mqtt.tls must be true when ca_file or cert_file is set, got false")
+    if password_file is not None and not tls and not is_loopback(host):
+        # MQTT sends the password in the CONNECT packet: in clear without TLS.
+        raise ConfigError(
+            f"{file}: mqtt.tls must be true when a password_file is used with a broker on "
+            f"another host ({host}), got false",
+            "the password would cross the network in clear: enable TLS on the broker "
+            "(port 8883) and set tls = true")
     prefix = t.get("topic_prefix", "a topic prefix without '+', '#', or a leading/trailing '/'",
                    lambda v: isinstance(v, str) and v != "" and not set(v) & set("+#\0")
                    and not v.startswith("/") and not v.endswith("/") and "//" not in v,

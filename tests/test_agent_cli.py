@@ -101,13 +101,13 @@ def test_check_config_refuses_a_world_readable_mqtt_password(files, capsys):
     secret = paths.config_dir() / "mqtt-password"
     secret.write_text("hunter2\n")
     secret.chmod(0o644)
-    path = files(GOOD + f"[mqtt]\nhost = 'broker.local'\nusername = 'gh1'\npassword_file = '{secret}'\n")
+    path = files(GOOD + f"[mqtt]\nhost = 'broker.local'\ntls = true\nusername = 'gh1'\npassword_file = '{secret}'\n")
     assert main(["check-config", "--config", path]) == 3
     line = error_line(capsys)
     assert "readable by every user" in line and f"chmod 600 {secret}" in line
     secret.chmod(0o600)
     assert main(["check-config", "--config", path]) == 0
-    assert "MQTT broker.local:1883" in capsys.readouterr().out
+    assert "MQTT broker.local:8883" in capsys.readouterr().out
 
 
 def test_run_with_a_bad_config_touches_nothing(files, capsys):

@@ -232,7 +232,7 @@ def test_password_file_is_read_and_checked(tmp_path):
     secret = tmp_path / "pw"
     secret.write_text("pa ss\r\n")
     secret.chmod(0o640)
-    config = load_config(write(tmp_path, f'[mqtt]\nhost = "b"\nusername = "u"\npassword_file = "{secret}"\n'))
+    config = load_config(write(tmp_path, f'[mqtt]\nhost = "b"\ntls = true\nusername = "u"\npassword_file = "{secret}"\n'))
     assert config.mqtt.password() == "pa ss"
 
     secret.chmod(0o644)
@@ -294,3 +294,15 @@ def test_is_loopback_host():
     from agent.net import is_loopback
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("192.168.1.2") and not is_loopback("") and not is_loopback(None)
+
+
+def test_a_password_never_crosses_the_network_in_clear(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2\n")
+    secret.chmod(0o600)
+    table = f'[mqtt]\nhost = "broker.lan"\nusername = "u"\npassword_file = "{secret}"\n'
+    with pytest.raises(ConfigError, match=r"mqtt.tls must be true .*broker.lan.*in clear"):
+        load_config(write(tmp_path, table))
+    assert load_config(write(tmp_path, table + "tls = true\n")).mqtt.port == 8883
+    local = table.replace("broker.lan", "127.0.0.1")
+    assert load_config(write(tmp_path, local)).mqtt.tls is False      # loopback: nothing crosses
