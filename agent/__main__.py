@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: early_stop.set())
     try:
         from agent.config import load_config
-        from agent.service import build_service
+        from agent.assembly import build_service
 
         config = load_config(_config_path(args))
         service = build_service(config)

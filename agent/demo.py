@@ -96,7 +96,7 @@ class Demo:
         from agent.profiles import Profile, ProfileStore
         from agent.sandbox.idp import IdentityProvider
         from agent.sandbox.receiver import TelemetryReceiver
-        from agent.service import build_service
+        from agent.assembly import build_service
 
         clock = SystemClock()
         with IdentityProvider(clock, interval=DEMO_POLL_INTERVAL,

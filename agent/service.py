@@ -21,6 +21,11 @@ the loop jumps to its next deadline when nothing is in flight, so tests run
 hours of agent time in milliseconds, through the real loop
 (:meth:`Service.run_until`).
 
+Around it: :mod:`agent.states` names the states, :mod:`agent.workers` runs
+the jobs, :mod:`agent.report` builds what is shown and told,
+:mod:`agent.signals` turns SIGTERM into :meth:`Service.stop`, and
+:mod:`agent.assembly` builds the parts from the config.
+
 >>> service = Service(config, clock=SystemClock(), token_client=client, presenter=presenter)
 >>> service.run()        # until SIGTERM / SIGINT / service.stop(); returns 0
 """
@@ -31,23 +36,29 @@ import logging
 import os
 import queue
 import random
-import signal
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import __version__, paths, ui
+from agent import paths, ui
+from agent.assembly import build_parts, build_service, open_face
 from agent.auth.errors import (
     AuthorizationDeclined, CodeExpired, ProviderUnavailable, SignInRequired,
 )
 from agent.clock import Clock
 from agent.errors import AgentError, CancelledError
 from agent.notify import Notifier, watchdog_interval
+from agent.report import (
+    iso, outbox_depth, show, sign_in_view, status_dict, status_line, status_view,
+)
+from agent.signals import install_stop_handlers, restore_handlers
 from agent.statefile import write_status
+from agent.states import (
+    AWAITING_USER, SIGN_IN_REQUIRED, SIGN_IN_STOPPED, SIGNED_IN, STARTING, STATES, STOPPING,
+)
+from agent.workers import Event, Worker
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.auth.devicecode import DeviceAuthorization
@@ -63,14 +74,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-STARTING = "starting"
-SIGNED_IN = "signed_in"
-SIGN_IN_REQUIRED = "sign_in_required"
-AWAITING_USER = "awaiting_user"
-SIGN_IN_STOPPED = "sign_in_stopped"
-STOPPING = "stopping"
-STATES = (STARTING, SIGNED_IN, SIGN_IN_REQUIRED, AWAITING_USER, SIGN_IN_STOPPED, STOPPING)
 
 #: Seconds in sign_in_stopped before a new code is requested by itself
 #: (a person away from the device gets a fresh code when they come back).
@@ -100,56 +103,6 @@ LED_MODES = {
     STARTING: "off", SIGNED_IN: "signed_in", SIGN_IN_REQUIRED: "waiting",
     AWAITING_USER: "waiting", SIGN_IN_STOPPED: "error", STOPPING: "off",
 }
-
-
-@dataclass
-class _Event:
-    """Something that happened off the main thread."""
-
-    kind: str                       # "press", "hold", "readings", "upload", ...
-    value: Any = None
-    error: BaseException | None = None
-    generation: int = 0
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
-
-
-class _Worker:
-    """One thread that runs jobs in order and posts each result as an event."""
-
-    def __init__(self, name: str, post: Callable[[_Event], None]) -> None:
-        self.name = name
-        self._post = post
-        self._jobs: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._main, name=f"agent-{name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, kind: str, job: Callable[[], Any]) -> None:
-        self._jobs.put((kind, job))
-
-    def _main(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            kind, job = item
-            try:
-                self._post(_Event(kind, value=job()))
-            except BaseException as exc:  # noqa: BLE001 - reported to the owner, never lost
-                if not isinstance(exc, AgentError):
-                    log.exception("%s job %s failed unexpectedly", self.name, kind)
-                self._post(_Event(kind, error=exc))
-
-    def stop(self, timeout: float) -> bool:
-        """Ask the thread to end after its current job; True when it did in time."""
-        self._jobs.put(None)
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
 
 
 class Service:
@@ -190,7 +143,7 @@ class Service:
         self.sign_in_retry_delay = sign_in_retry_delay
         self._rng = rng or random.Random()
 
-        self._events: queue.Queue[_Event] = queue.Queue()
+        self._events: queue.Queue[Event] = queue.Queue()
         self._wakeup = threading.Event()
         self._busy: dict[str, int] = {}                  # jobs queued or running, per worker
 
@@ -238,70 +191,25 @@ class Service:
         self._pin_factory = pin_factory
         self.button: Any = None
         self.led: Any = None
-        self._sensor_worker: _Worker | None = None
-        self._net_worker: _Worker | None = None
+        self._sensor_worker: Worker | None = None
+        self._net_worker: Worker | None = None
 
     # -- assembly ------------------------------------------------------------
 
     def _build_parts(self) -> None:
-        """Build what was not injected. Heavy imports happen here, lazily."""
-        cfg = self.config
-        if self.sensors is None:
-            from agent.telemetry.sensors import build_sensors
-            self.sensors = build_sensors(cfg.sensors)
-        if self.outbox is None:
-            from agent.telemetry.outbox import Outbox
-            self.outbox = Outbox(paths.outbox_file(), durability=cfg.telemetry.durability,
-                                 max_readings=cfg.telemetry.outbox_max_readings,
-                                 max_bytes=cfg.telemetry.outbox_max_bytes)
-        if self.uploader is None and cfg.telemetry.endpoint:
-            from agent.telemetry.uploader import Uploader
-            self.uploader = Uploader(cfg.telemetry.endpoint, device_id=cfg.device_id,
-                                     token=self._current_access_token,
-                                     refresh_token=self._refresh_for_uploader,
-                                     clock=self.clock, session=self.session,
-                                     timeout=cfg.telemetry.timeout, rng=self._rng)
-        if self.publisher is None and cfg.mqtt is not None:
-            from agent.status import SensorInfo, StatusPublisher
-            infos = [SensorInfo(s.name, s.unit or self._sensor_unit(s.name)) for s in cfg.sensors]
-            self.publisher = StatusPublisher(cfg.mqtt, device_id=cfg.device_id, sensors=infos,
-                                             on_connection_change=self._on_mqtt_change)
-        if self.publisher is False:
-            self.publisher = None
-        # A button or LED that cannot be used is reported, never fatal: the
-        # device must keep reporting even with a loose wire.
-        if cfg.button is not None and self.button is None:
-            try:
-                from hardware.button import ButtonControl
-                self.button = ButtonControl(
-                    cfg.button.pin, hold_seconds=cfg.button.hold_seconds,
-                    on_press=lambda: self.post("press"),
-                    on_hold_start=lambda: self.post("hold_start"),
-                    on_hold_cancel=lambda: self.post("hold_cancel"),
-                    on_hold=lambda: self.post("hold"),
-                    pin_factory=self._pin_factory)
-            except (AgentError, ImportError) as exc:
-                log.error("button on pin %s not available: %s", cfg.button.pin, exc)
-        if cfg.led is not None and self.led is None:
-            try:
-                from hardware.button import StatusLed
-                self.led = StatusLed(cfg.led.pin, pin_factory=self._pin_factory)
-            except (AgentError, ImportError) as exc:
-                log.error("LED on pin %s not available: %s", cfg.led.pin, exc)
-
-    def _sensor_unit(self, name: str) -> str | None:
-        for sensor in self.sensors or ():
-            if getattr(sensor, "name", None) == name:
-                return getattr(sensor, "unit", None)
-        return None
+        """Build what was not injected (agent.assembly). Heavy imports happen there, lazily."""
+        build_parts(self, self.config, clock=self.clock, session=self.session, rng=self._rng,
+                    pin_factory=self._pin_factory, token=self._current_access_token,
+                    refresh_token=self._refresh_for_uploader,
+                    on_mqtt_change=self._on_mqtt_change, post=self.post)
 
     # -- events from other threads ---------------------------------------------
 
     def post(self, kind: str, value: Any = None) -> None:
         """Queue an event for the main thread (thread-safe; e.g. "press")."""
-        self._post(_Event(kind, value=value))
+        self._post(Event(kind, value=value))
 
-    def _post(self, event: _Event) -> None:
+    def _post(self, event: Event) -> None:
         self._events.put(event)
         self._wakeup.set()
 
@@ -332,7 +240,7 @@ class Service:
         *stop_requested*: set by whoever caught a SIGTERM before the service
         could (it is checked once our own handlers are in place).
         """
-        handlers = self._install_signal_handlers()
+        handlers = install_stop_handlers(self.stop)
         if stop_requested is not None and stop_requested.is_set():
             self.stop()
         try:
@@ -340,7 +248,7 @@ class Service:
             while not self._finished:
                 self.step()
         finally:
-            self._restore_signal_handlers(handlers)
+            restore_handlers(handlers)
             if not self._finished:
                 self._shutdown()
         return 0
@@ -387,8 +295,8 @@ class Service:
             return
         self._set_up = True
         self._build_parts()
-        self._sensor_worker = _Worker("sensors", self._post)
-        self._net_worker = _Worker("network", self._post)
+        self._sensor_worker = Worker("sensors", self._post)
+        self._net_worker = Worker("network", self._post)
         now = self.clock.monotonic()
         interval = self.config.telemetry.interval
         jitter = 0.0
@@ -399,7 +307,7 @@ class Service:
         if self.publisher is not None:
             self._mqtt_connected = False
             self.publisher.start()
-        self._show(ui.ProgressView("Starting"))
+        show(self.presenter, ui.ProgressView("Starting"))
         self._enter(STARTING)
         try:
             tokens = self.token_client.cached()
@@ -515,10 +423,10 @@ class Service:
         """Once a second while a countdown is on screen."""
         if self._hold_until is not None:
             left = max(0.0, self._hold_until - self.clock.monotonic())
-            self._show(ui.ConfirmSignOutView(seconds_left=left))
+            show(self.presenter, ui.ConfirmSignOutView(seconds_left=left))
             return
         if self.state == AWAITING_USER and self._authorization is not None:
-            self._show(self._sign_in_view())
+            show(self.presenter, sign_in_view(self._authorization, self.clock))
             return
         self._tick_at = None
 
@@ -550,7 +458,7 @@ class Service:
 
     # -- events ----------------------------------------------------------------------
 
-    def _handle(self, event: _Event) -> None:
+    def _handle(self, event: Event) -> None:
         kind = event.kind
         if kind == "readings":
             self._mark_busy("readings", -1)
@@ -567,7 +475,7 @@ class Service:
             return
         handler(event)
 
-    def _on_readings(self, event: _Event) -> None:
+    def _on_readings(self, event: Event) -> None:
         if event.error is not None:
             log.error("reading sensors failed: %s", event.error)
             return
@@ -603,7 +511,7 @@ class Service:
             self._sensor_failures = names
             self._status_dirty = True
 
-    def _on_upload(self, event: _Event) -> None:
+    def _on_upload(self, event: Event) -> None:
         now = self.clock.monotonic()
         if event.error is not None:
             # The token callables raise the sign-in errors (after a 401).
@@ -648,10 +556,11 @@ class Service:
             self._publish()
             self._status_dirty = True
         if self.state == SIGNED_IN:
-            self._show(ui.OfflineView(reason=error[:60], outbox_depth=self._depth(),
-                                      retry_in=float(retry_after) if retry_after else None))
+            show(self.presenter, ui.OfflineView(
+                reason=error[:60], outbox_depth=outbox_depth(self.outbox),
+                retry_in=float(retry_after) if retry_after else None))
 
-    def _on_refresh(self, event: _Event) -> None:
+    def _on_refresh(self, event: Event) -> None:
         if self.state not in (STARTING, SIGNED_IN):
             return                  # signed out meanwhile (button hold): too late
         if event.error is None:
@@ -678,12 +587,12 @@ class Service:
         self._publish()
         self._status_dirty = True
 
-    def _on_tokens(self, event: _Event) -> None:
+    def _on_tokens(self, event: Event) -> None:
         # The uploader refreshed after a 401.
         self._tokens = event.value
         self._schedule_refresh()
 
-    def _on_code(self, event: _Event) -> None:
+    def _on_code(self, event: Event) -> None:
         if self.state != SIGN_IN_REQUIRED:
             return
         if event.error is not None:
@@ -693,7 +602,8 @@ class Service:
                 self._code_failures += 1
                 delay = min(REFRESH_RETRY_MAX, REFRESH_RETRY_MIN * 2 ** (self._code_failures - 1))
                 log.warning("cannot get a sign-in code: %s; retrying in %.0f s", exc, delay)
-                self._show(ui.ErrorView(f"Cannot reach the sign-in service; retrying in {delay:.0f}s"))
+                show(self.presenter,
+                     ui.ErrorView(f"Cannot reach the sign-in service; retrying in {delay:.0f}s"))
                 self._retry_code_at(delay)
             else:
                 log.error("cannot get a sign-in code: %s", exc)
@@ -707,7 +617,7 @@ class Service:
         self._retry_sign_in_at = self.clock.monotonic() + delay
         self._enter(SIGN_IN_STOPPED, view=None)
 
-    def _on_signin(self, event: _Event) -> None:
+    def _on_signin(self, event: Event) -> None:
         if event.generation != self._generation or self.state != AWAITING_USER:
             return                                  # a stale attempt
         self._sign_in_thread = None
@@ -729,13 +639,13 @@ class Service:
             self._last_error = str(exc)
             self._stopped(ui.ErrorView(str(exc)[:120]))
 
-    def _on_mqtt(self, event: _Event) -> None:
+    def _on_mqtt(self, event: Event) -> None:
         self._mqtt_connected = bool(event.value)
         self._status_dirty = True
         if self.state == SIGNED_IN and self._signed_in_screen_until is None:
             self._show_status()
 
-    def _on_press(self, event: _Event) -> None:
+    def _on_press(self, event: Event) -> None:
         self.presenter.wake()
         if self.state == AWAITING_USER:
             log.info("sign-in cancelled with the button")
@@ -748,7 +658,7 @@ class Service:
         elif self.state == SIGNED_IN:
             self._show_status()
 
-    def _on_hold_start(self, event: _Event) -> None:
+    def _on_hold_start(self, event: Event) -> None:
         self.presenter.wake()
         if self.state != SIGNED_IN:
             return
@@ -759,7 +669,7 @@ class Service:
         self._hold_until = self.clock.monotonic() + max(0.0, hold)
         self._tick_at = self.clock.monotonic()
 
-    def _on_hold_cancel(self, event: _Event) -> None:
+    def _on_hold_cancel(self, event: Event) -> None:
         if self._hold_until is None:
             return
         self._hold_until = None
@@ -767,7 +677,7 @@ class Service:
         if self.state == SIGNED_IN:
             self._show_status()
 
-    def _on_hold(self, event: _Event) -> None:
+    def _on_hold(self, event: Event) -> None:
         self._hold_until = None
         self._tick_at = None
         if self.state != SIGNED_IN:
@@ -795,13 +705,15 @@ class Service:
         elif self.history[-1] != state:
             self.history.append(state)
         if view is not None:
-            self._show(view)
+            show(self.presenter, view)
         if self.led is not None:
             try:
                 self.led.set_mode(LED_MODES.get(state, "off"))
             except Exception:  # noqa: BLE001 - an LED must never stop the agent
                 log.exception("LED failed")
-        self.notifier.status(self._status_line())
+        self.notifier.status(status_line(
+            state=self.state, tokens=self._tokens, authorization=self._authorization,
+            device_id=self.config.device_id))
         self._publish()
         self._write_status()
 
@@ -812,7 +724,7 @@ class Service:
         self._schedule_refresh()
         self._enter(SIGNED_IN)
         if announce:
-            self._show(ui.SignedInView(account=tokens.account))
+            show(self.presenter, ui.SignedInView(account=tokens.account))
             self._signed_in_screen_until = self.clock.monotonic() + SIGNED_IN_SCREEN
             self._display_at = self._signed_in_screen_until
         else:
@@ -857,13 +769,13 @@ class Service:
             except BaseException as exc:  # noqa: BLE001 - every outcome is an event
                 if not isinstance(exc, AgentError):
                     log.exception("sign-in polling failed unexpectedly")
-                self._post(_Event("signin", error=exc, generation=generation))
+                self._post(Event("signin", error=exc, generation=generation))
             else:
-                self._post(_Event("signin", value=tokens, generation=generation))
+                self._post(Event("signin", value=tokens, generation=generation))
 
         log.info("waiting for sign-in at %s (code shown on the device)",
                  authorization.verification_uri)
-        self._enter(AWAITING_USER, view=self._sign_in_view())
+        self._enter(AWAITING_USER, view=sign_in_view(authorization, self.clock))
         self._tick_at = self.clock.monotonic() + 1.0
         self._sign_in_thread = threading.Thread(target=poll, name="agent-sign-in", daemon=True)
         self._sign_in_thread.start()
@@ -939,66 +851,7 @@ class Service:
         self.notifier.close()
         log.info("stopped")
 
-    def _install_signal_handlers(self) -> dict[str, Any]:
-        """SIGTERM/SIGINT -> :meth:`stop`, without running our code in a handler.
-
-        A Python signal handler runs between two bytecodes of the main
-        thread, possibly while it holds the event queue's lock: calling
-        ``stop()`` there could deadlock. So the C-level handler only writes
-        the signal number to a pipe (``signal.set_wakeup_fd``), and a small
-        thread that sleeps on that pipe calls ``stop()``.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        read_end, write_end = os.pipe()
-        os.set_blocking(write_end, False)
-        saved: dict[str, Any] = {"fds": (read_end, write_end)}
-        saved["wakeup_fd"] = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-        saved["handlers"] = {sig: signal.signal(sig, lambda signum, frame: None)
-                             for sig in (signal.SIGTERM, signal.SIGINT)}
-        wanted = {int(signal.SIGTERM), int(signal.SIGINT)}
-
-        def watch() -> None:
-            try:
-                while data := os.read(read_end, 64):     # b"" once the write end is closed
-                    if wanted & set(data):
-                        log.info("stop requested by signal")
-                        self.stop()
-            except OSError:
-                pass
-            finally:
-                os.close(read_end)
-
-        threading.Thread(target=watch, name="agent-signals", daemon=True).start()
-        return saved
-
-    @staticmethod
-    def _restore_signal_handlers(saved: dict[str, Any]) -> None:
-        if not saved:
-            return
-        for sig, handler in saved["handlers"].items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(saved["wakeup_fd"])
-        os.close(saved["fds"][1])      # the watcher reads EOF, closes its end, ends
-
-    # -- showing and telling -----------------------------------------------------
-
-    def _show(self, view: ui.View) -> None:
-        try:
-            self.presenter.show(view)
-        except Exception:  # noqa: BLE001 - a display fault must not stop telemetry
-            log.exception("showing %s failed", type(view).__name__)
-
-    def _sign_in_view(self) -> ui.SignInView:
-        auth = self._authorization
-        assert auth is not None
-        return ui.SignInView(
-            user_code=auth.user_code,
-            verification_uri=auth.verification_uri,
-            verification_uri_complete=auth.verification_uri_complete,
-            seconds_left=int(auth.seconds_left(self.clock)),
-            lifetime=int(auth.expires_in),
-        )
+    # -- showing and telling (built by agent.report) ------------------------------
 
     def _show_status(self) -> None:
         now = self.clock.monotonic()
@@ -1006,62 +859,22 @@ class Service:
         if not isinstance(self.presenter, ui.NullPresenter):
             # Ages on the screen tick; with no screen, no reason to wake up.
             self._display_at = now + STATUS_REFRESH
-        tokens = self._tokens
-        self._show(ui.StatusView(
+        show(self.presenter, status_view(
             device_id=self.config.device_id,
-            account=tokens.account if tokens else "",
+            tokens=self._tokens,
             last_upload_age=(now - self._last_upload_mono) if self._last_upload_mono is not None else None,
-            outbox_depth=self._depth(),
+            outbox_depth=outbox_depth(self.outbox),
             mqtt_connected=self._mqtt_connected,
-            token_valid_for=tokens.seconds_left(self.clock) if tokens else None,
+            clock=self.clock,
         ))
-
-    def _depth(self) -> int:
-        try:
-            return int(self.outbox.depth()) if self.outbox is not None else 0
-        except Exception:  # noqa: BLE001
-            return 0
-
-    def _dropped(self) -> int:
-        value = getattr(self.outbox, "dropped", 0) if self.outbox is not None else 0
-        try:
-            return int(value() if callable(value) else value)
-        except Exception:  # noqa: BLE001
-            return 0
 
     def _status(self) -> dict[str, Any]:
         """The state as people and other programs see it (MQTT, status.json)."""
-        tokens = self._tokens
-        status: dict[str, Any] = {
-            "state": self.state,
-            "since": _iso(self._since),
-            "device_id": self.config.device_id,
-            "profile": self.config.profile,
-            "account": tokens.account if tokens else None,
-            "outbox_depth": self._depth(),
-            "dropped": self._dropped(),
-            "last_upload": _iso(self._last_upload),
-            "last_error": self._last_error,
-            "version": __version__,
-            "mqtt_connected": self._mqtt_connected,
-            "sensor_failures": list(self._sensor_failures),
-        }
-        auth = self._authorization
-        if self.state == AWAITING_USER and auth is not None:
-            status["verification_uri"] = auth.verification_uri
-            status["expires_at"] = _iso(self.clock.time() + auth.seconds_left(self.clock))
-            status["user_code"] = auth.user_code   # the publisher drops it unless asked
-        return status
-
-    def _status_line(self) -> str:
-        if self.state == SIGNED_IN:
-            who = self._tokens.account if self._tokens else ""
-            return f"signed in{' as ' + who if who else ''}; reporting as {self.config.device_id}"
-        if self.state == AWAITING_USER and self._authorization is not None:
-            return f"waiting for sign-in at {self._authorization.verification_uri}"
-        if self.state == SIGN_IN_STOPPED:
-            return "sign-in stopped; press the button for a new code"
-        return self.state.replace("_", " ")
+        return status_dict(state=self.state, since=self._since, config=self.config,
+                           tokens=self._tokens, authorization=self._authorization,
+                           outbox=self.outbox, last_upload=self._last_upload,
+                           last_error=self._last_error, mqtt_connected=self._mqtt_connected,
+                           sensor_failures=self._sensor_failures, clock=self.clock)
 
     def _publish(self) -> None:
         self._published_at = self.clock.monotonic()
@@ -1075,45 +888,8 @@ class Service:
         status = self._status()
         status.pop("user_code", None)
         status["pid"] = os.getpid()
-        status["updated"] = _iso(self.clock.time())
+        status["updated"] = iso(self.clock.time())
         try:
             write_status(self.status_path, status)
         except AgentError as exc:
             log.warning("%s", exc)
-
-
-def open_face(settings: dict[str, Any], *, clock: Clock | None = None,
-              stream: Any = None) -> ui.Presenter:
-    """The presenter for ``[display]`` settings: the one place ``hardware`` is imported.
-
-    ``driver = "none"`` shows nothing. Anything else goes through
-    :func:`hardware.display.open_presenter` (which falls back to the console
-    on device trouble); a box without Pillow/luma gets the plain console face.
-    """
-    driver = str(settings.get("driver", "console"))
-    if driver == "none":
-        return ui.NullPresenter()
-    try:
-        from hardware.display import open_presenter
-    except ImportError as exc:
-        if driver != "console":
-            log.warning("display driver %s needs the display extra (%s); using the console",
-                        driver, exc)
-        return ui.ConsolePresenter(stream)
-    return open_presenter(settings, clock=clock, stream=stream)
-
-
-def build_service(config: "AgentConfig", *, clock: Clock | None = None, stream: Any = None,
-                  presenter: ui.Presenter | None = None) -> Service:
-    """A :class:`Service` for *config* with real parts: profile, token store, display."""
-    from agent.auth.tokens import TokenClient
-    from agent.clock import SystemClock
-    from agent.profiles import ProfileStore
-    from agent.tokenstore import TokenStore
-
-    clock = clock or SystemClock()
-    profile = ProfileStore(paths.profiles_file()).get(config.profile)
-    client = TokenClient(profile, store=TokenStore(paths.token_dir()), clock=clock)
-    if presenter is None:
-        presenter = open_face(config.display.as_settings(), clock=clock, stream=stream)
-    return Service(config, clock=clock, token_client=client, presenter=presenter)
