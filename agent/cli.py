@@ -17,10 +17,9 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from agent import __version__, paths
+from agent import __version__, paths, report
 from agent.auth.errors import AuthorizationDeclined, CodeExpired, SignInRequired
 from agent.auth.tokens import TokenClient, TokenSet
 from agent.errors import (
@@ -155,10 +154,6 @@ def _client(profile: Profile) -> TokenClient:
     return TokenClient(profile, store=TokenStore(paths.token_dir()))
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Progress:
     """The seed's waiting experience on stderr: a spinner with the time left
     on a terminal, a plain line now and then otherwise."""
@@ -218,13 +213,7 @@ def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = 
     authorization = client.request_code(scopes or None)
 
     def view_now() -> SignInView:
-        return SignInView(
-            user_code=authorization.user_code,
-            verification_uri=authorization.verification_uri,
-            verification_uri_complete=authorization.verification_uri_complete,
-            seconds_left=int(authorization.seconds_left(client.clock)),
-            lifetime=authorization.expires_in,
-        )
+        return report.sign_in_view(authorization, client.clock)
 
     view = view_now()
     err.write("To sign in, use a web browser to open the page:\n"
@@ -269,7 +258,7 @@ def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = 
 
 def _show(screen: Presenter | None, view: View) -> None:
     if screen is not None:
-        screen.show(view)
+        report.show(screen, view)     # a display fault never stops the sign-in
 
 
 def _get_token(args: argparse.Namespace) -> int:
@@ -298,7 +287,7 @@ def _print_token(tokens: TokenSet, profile: Profile, client: TokenClient, output
         print(json.dumps({
             "access_token": tokens.access_token,
             "token_type": tokens.token_type,
-            "expires_at": _iso(client.clock.time() + expires_in),
+            "expires_at": report.iso(client.clock.time() + expires_in),
             "expires_in": expires_in,
             "scope": " ".join(tokens.scope),
             "profile": profile.name,
@@ -363,7 +352,7 @@ def _token_summary(profile: Profile) -> dict[str, Any]:
         return {"signed_in": False, "account": None, "expires_at": None}
     tokens = TokenSet.from_dict(data)
     return {"signed_in": True, "account": tokens.account or None,
-            "expires_at": _iso(tokens.expires_at)}
+            "expires_at": report.iso(tokens.expires_at)}
 
 
 def _list_profiles(args: argparse.Namespace) -> int:
