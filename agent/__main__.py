@@ -153,6 +153,7 @@ def _check_config(args: argparse.Namespace) -> int:
     build_sensors(config.sensors)           # plugins load, options are accepted
     if config.mqtt is not None:
         config.mqtt.password()              # the password file exists and is private
+    _check_display_driver(path, config.display.driver)
     mqtt = (f"{config.mqtt.host}:{config.mqtt.port}{' (TLS)' if config.mqtt.tls else ''}"
             if config.mqtt else "off")
     endpoint = config.telemetry.endpoint or "none (readings are kept, not sent)"
@@ -161,6 +162,28 @@ def _check_config(args: argparse.Namespace) -> int:
           f"every {config.telemetry.interval:g} s")
     print(f"  endpoint {endpoint}; MQTT {mqtt}; display {config.display.driver}")
     return 0
+
+
+def _check_display_driver(path: Path, driver: str) -> None:
+    """Refuse a ``display.driver`` luma does not know (``ssd1307``).
+
+    ``run`` only warns and falls back to the console (a screen must never stop
+    the agent), so without this check a typo passes check-config and shows up
+    as a dark screen. Skipped when luma is not installed: ``run`` says so.
+    """
+    name = driver.strip().lower()
+    if name in ("console", "none", "framebuffer", "dummy"):
+        return
+    try:
+        import luma.core.cmdline as cmdline
+    except ImportError:
+        return
+    known = sorted({d for kind in cmdline.get_display_types().values() for d in kind})
+    if name not in known:
+        from agent.errors import ConfigError
+
+        raise ConfigError(f"{path}: display.driver must be console, none, framebuffer or a luma "
+                          f"device, got {driver!r}", "one of: " + ", ".join(known))
 
 
 def _status(args: argparse.Namespace) -> int:

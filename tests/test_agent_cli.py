@@ -86,6 +86,19 @@ def test_check_config_rejects_bad_files_with_the_key(files, capsys, text, expect
     assert "hunter2" not in line
 
 
+def test_check_config_rejects_an_unknown_display_driver(files, capsys):
+    # `run` only warns and uses the console; check-config must not say OK.
+    pytest.importorskip("luma.core.cmdline")
+    path = files(GOOD + "[display]\ndriver = 'ssd1307'\n")
+    assert main(["check-config", "--config", path]) == 3
+    line = error_line(capsys)
+    assert line.startswith(f"entra-agent: error: {path}: display.driver must be")
+    assert "'ssd1307'" in line and "ssd1306" in line
+    for driver in ("ssd1306", "sh1106", "console", "none", "framebuffer"):
+        assert main(["check-config", "--config", files(GOOD + f"[display]\ndriver = '{driver}'\n")]) == 0
+    assert f"display {'ssd1306'}" in capsys.readouterr().out
+
+
 def test_check_config_missing_file_and_profile(files, tmp_path, capsys):
     missing = tmp_path / "nowhere.toml"
     assert main(["check-config", "--config", str(missing)]) == 3
