@@ -183,7 +183,7 @@ def _check_display_driver(path: Path, driver: str) -> None:
         from agent.errors import ConfigError
 
         raise ConfigError(f"{path}: display.driver must be console, none, framebuffer or a luma "
-                          f"device, got {driver!r}", "one of: " + ", ".join(known))
+                          f'device, got "{driver}"', "one of: " + ", ".join(known))
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -93,7 +93,7 @@ def test_check_config_rejects_an_unknown_display_driver(files, capsys):
     assert main(["check-config", "--config", path]) == 3
     line = error_line(capsys)
     assert line.startswith(f"entra-agent: error: {path}: display.driver must be")
-    assert "'ssd1307'" in line and "ssd1306" in line
+    assert 'got "ssd1307"' in line and "ssd1306" in line
     for driver in ("ssd1306", "sh1106", "console", "none", "framebuffer"):
         assert main(["check-config", "--config", files(GOOD + f"[display]\ndriver = '{driver}'\n")]) == 0
     assert f"display {'ssd1306'}" in capsys.readouterr().out
