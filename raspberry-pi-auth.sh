@@ -253,7 +253,7 @@ install_agent() {
     if [[ -n "$here" && -f "$here/deploy/install.sh" ]]; then
         [[ -n "$source" ]] && args+=(--source "$source")
         say "installing with $here/deploy/install.sh"
-        bash "$here/deploy/install.sh" "${args[@]}" || die 1 "installation failed (see the message above)"
+        RASPBERRY_PI_AUTH=1 bash "$here/deploy/install.sh" "${args[@]}" || die 1 "installation failed (see the message above)"
         return 0
     fi
     [[ -n "$source" ]] \
@@ -292,7 +292,7 @@ install_agent() {
     local installer="$venv/share/$DIST/install.sh"
     [[ -f "$installer" ]] \
         || die 1 "the package from $source carries no install.sh (it predates this script: use a newer --source)"
-    bash "$installer" --source "$source" "${args[@]}" || die 1 "installation failed (see the message above)"
+    RASPBERRY_PI_AUTH=1 bash "$installer" --source "$source" "${args[@]}" || die 1 "installation failed (see the message above)"
 }
 
 json_has_profile() {

@@ -446,7 +446,12 @@ do_install() {
     install_state_dir
     install_unit
     install_commands
-    say "done. Next: sign in and start the service with raspberry-pi-auth.sh (or: sudo entra-auth-cli get-token; sudo systemctl start $APP)"
+    if [[ -n "${RASPBERRY_PI_AUTH:-}" ]]; then
+        say "done"              # raspberry-pi-auth.sh carries on with the sign-in
+        return 0
+    fi
+    # No profile exists yet (agent.toml names "default"): get-token alone would fail.
+    say "done. Next: sign in and start the service with raspberry-pi-auth.sh --tenant-id ... --client-id ... (or: sudo entra-auth-cli create-profile --name default --tenant-id ... --client-id ...; sudo entra-auth-cli get-token; sudo systemctl start $APP)"
 }
 
 # -- uninstall ------------------------------------------------------------

@@ -116,6 +116,8 @@ def test_install_twice_changes_nothing_and_uninstall_leaves_the_root_as_it_was(
 
     first = run_install("--root", str(root), "--source", str(checkout))
     assert "installing" in first.stderr
+    # The next step names a profile: get-token alone fails while none exists.
+    assert "Next: sign in" in first.stderr and "create-profile --name default" in first.stderr
     installed = tree(root)
 
     second = run_install("--root", str(root), "--source", str(checkout))

@@ -138,6 +138,8 @@ def test_sign_in_end_to_end_then_again_without_a_new_code(
 
     # The person saw the code in the SSH session; no token was printed.
     assert f"enter the code: {code}" in first.stderr
+    # The installer's "Next: ... run raspberry-pi-auth.sh" would confuse here.
+    assert "Next:" not in first.stderr and "install.sh: done" in first.stderr
     assert_no_secret(idp_realtime, first.stdout, first.stderr)
 
     profile = profiles(root)["raspberry-pi"]
