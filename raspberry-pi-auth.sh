@@ -181,7 +181,8 @@ main() {
             args+=(--scope "$scope")
         done
         say "creating the sign-in profile '$profile'"
-        "$cli" "${args[@]}" || die 3 "could not create the profile '$profile' (see the message above)"
+        # Keep entra-auth-cli's exit code: 2 is a mistyped value, 3 a broken profiles.toml.
+        "$cli" "${args[@]}" || die $? "could not create the profile '$profile' (see the message above)"
     fi
 
     # -- agent.toml ---------------------------------------------------------

@@ -189,6 +189,13 @@ def test_sign_in_end_to_end_then_again_without_a_new_code(
         "(run raspberry-pi-auth.sh again for a new code)")
     assert recorded(calls) == []
 
+    # A mistyped client id is bad input (2, as entra-auth-cli says), not a broken profile file (3).
+    typo = run(["bash", str(checkout / "raspberry-pi-auth.sh"), "--root", str(root),
+                "--profile", "typo", "--tenant-id", TENANT, "--client-id", "11111111-2222"], env)
+    assert typo.returncode == 2, typo.stderr
+    assert "client id '11111111-2222' is not a GUID" in typo.stderr
+    assert recorded(calls) == []
+
 
 def test_piped_over_ssh_installs_from_a_wheel_with_settings_from_the_environment(
         idp_realtime: IdentityProvider, checkout: Path, root: Path, tmp_path: Path) -> None:
