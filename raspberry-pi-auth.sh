@@ -164,11 +164,21 @@ main() {
     local profiles_json
     profiles_json="$("$cli" list-profiles --output json)" \
         || die 3 "entra-auth-cli could not list the profiles (see its message above)"
-    if json_has_profile "$venv/bin/python" "$profile" <<< "$profiles_json"; then
+    local replace=0
+    if json_has_profile "$venv/bin/python" "$profile" <<< "$profiles_json" \
+            && [[ -n "$client_id" && -n "$tenant_id$issuer" ]] \
+            && json_profile_never_signed_in "$venv/bin/python" "$profile" <<< "$profiles_json"; then
+        # Never signed in: nothing to lose, and the values given may mend a
+        # typo that made the last run fail (a wrong tenant or host).
+        say "profile '$profile' exists but has never signed in; replacing it with the values given"
+        replace=1
+    fi
+    if [[ $replace -eq 0 ]] && json_has_profile "$venv/bin/python" "$profile" <<< "$profiles_json"; then
         say "profile '$profile' exists; keeping it (to change it: sudo entra-auth-cli create-profile --force --name $profile ...)"
     else
         require_profile_values
         local args=(create-profile --name "$profile" --client-id "$client_id" --default-flow device-code)
+        [[ $replace -eq 1 ]] && args+=(--force)
         if [[ -n "$issuer" ]]; then
             args+=(--issuer "$issuer")
         else
@@ -302,6 +312,16 @@ json_has_profile() {
 import json, sys
 names = {p.get("name") for p in json.load(sys.stdin)}
 sys.exit(0 if sys.argv[1] in names else 1)
+' "$2"
+}
+
+json_profile_never_signed_in() {
+    # Reads `list-profiles --output json` on stdin; true when profile $2 has
+    # no saved sign-in at all (false too when its token file cannot be read).
+    "$1" -c '
+import json, sys
+signed = {p.get("name"): p.get("signed_in") for p in json.load(sys.stdin)}
+sys.exit(0 if signed.get(sys.argv[1]) is False else 1)
 ' "$2"
 }
 

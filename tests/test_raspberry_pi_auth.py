@@ -240,6 +240,34 @@ def test_piped_with_nothing_to_install_from_says_to_pass_source(root: Path, tmp_
     assert not (root / "opt/entra-agent").exists() and recorded(calls) == []
 
 
+def test_a_run_that_failed_before_sign_in_can_be_mended_by_running_again(
+        idp_realtime: IdentityProvider, checkout: Path, root: Path, tmp_path: Path) -> None:
+    # A typo in the login host (or tenant) makes the first run fail before
+    # anyone signed in; running again with the right value must use it, not
+    # keep the broken profile and fail the same way.
+    calls = tmp_path / "systemctl.calls"
+    env = script_env(calls)
+    base = ["bash", str(checkout / "raspberry-pi-auth.sh"), "--root", str(root), "--no-apt",
+            "--tenant-id", TENANT, "--client-id", CLIENT_ID, "--display", "console"]
+    broken = run([*base, "--authority-host", "http://127.0.0.1:9"], env)
+    assert broken.returncode == 5, broken.stderr
+    assert profiles(root)["raspberry-pi"]["signed_in"] is False
+
+    approver = Approver(idp_realtime)
+    mended = run([*base, "--authority-host", idp_realtime.base_url], env)
+    approver.join()
+    assert mended.returncode == 0, mended.stderr
+    assert "has never signed in; replacing it" in mended.stderr
+    profile = profiles(root)["raspberry-pi"]
+    assert profile["signed_in"] is True and profile["authority_host"] == idp_realtime.base_url
+
+    # Signed in now: a later run keeps the profile whatever values it is given.
+    again = run([*base, "--authority-host", "http://127.0.0.1:9"], env)
+    assert again.returncode == 0, again.stderr
+    assert "profile 'raspberry-pi' exists; keeping it" in again.stderr
+    assert profiles(root)["raspberry-pi"]["authority_host"] == idp_realtime.base_url
+
+
 def test_missing_client_id_fails_before_installing(checkout: Path, root: Path, tmp_path: Path) -> None:
     calls = tmp_path / "systemctl.calls"
     result = run(["bash", str(checkout / "raspberry-pi-auth.sh"), "--root", str(root), "--no-apt",
