@@ -235,7 +235,11 @@ class StatusPublisher:
         with self._lock:
             was = self._connected
             self._connected = False
-        if was:
+        if was and self._closed.is_set():
+            # Our own goodbye (close()): nothing lost, nothing to reconnect.
+            log.info("MQTT: disconnected from %s:%s", self.settings.host, self.settings.port)
+            self._notify_change(False)
+        elif was:
             log.warning("MQTT: disconnected from %s:%s (%s); reconnecting",
                         self.settings.host, self.settings.port, reason_code)
             self._notify_change(False)

@@ -122,6 +122,20 @@ def test_close_publishes_offline_retained(mosquitto, mqtt_subscriber):
     assert msg.text == "offline" and msg.retain
 
 
+def test_close_is_not_reported_as_a_lost_connection(mosquitto, caplog):
+    # Every restart of the agent ends with close(): a WARNING "disconnected
+    # ...; reconnecting" there would fill `journalctl -p warning` with noise.
+    pub = make_publisher(mosquitto)
+    pub.start()
+    assert wait_until(lambda: pub.is_connected)
+    with caplog.at_level("INFO", logger="agent.status"):
+        pub.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname != "INFO"]
+    assert warnings == []
+    assert any("MQTT: disconnected from" in r.getMessage() and "reconnecting" not in r.getMessage()
+               for r in caplog.records)
+
+
 PUBLISHER_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
