@@ -423,7 +423,9 @@ def _sensor(file: Path, index: int, data: Any) -> SensorConfig:
     known = _known_sensor_types()
     kind = t.text("type", "a sensor type: " + ", ".join(known))
     if kind not in known:
-        raise t.fail("type", "one of " + ", ".join(known), kind)
+        close = difflib.get_close_matches(kind, known, n=1)
+        raise ConfigError(str(t.fail("type", "one of " + ", ".join(known), kind)),
+                          f"did you mean {_show(close[0])}? {EXAMPLE_HINT}" if close else EXAMPLE_HINT)
     name = t.text("name", "a name of letters, digits, '.', '_' or '-' (at most 64)",
                   default=kind, pattern=_NAME_RE)
     unit = t.get("unit", "a text (may be empty)", lambda v: isinstance(v, str), default=None)

@@ -153,6 +153,8 @@ h_offset = 2
     ('profile = "../../etc"\n', "profile must be a profile name"),
     ('[[sensors]]\nname = "x"\n', "sensors[0].type is missing"),
     ('[[sensors]]\ntype = "thermometer"\n', 'sensors[0].type must be one of '),
+    ('[[sensors]]\ntype = "uptimee"\n',
+     'uptime, got "uptimee" (did you mean "uptime"? see deploy/agent.toml.example)'),
     ('[[sensors]]\ntype = "command"\n', "sensors[0].command is missing: it must be a non-empty list"),
     ('[[sensors]]\ntype = "command"\ncommand = "ls"\n',
      'sensors[0].command must be a non-empty list of texts (the program and its arguments), got "ls"'),
