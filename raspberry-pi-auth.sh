@@ -208,13 +208,19 @@ main() {
     fi
 
     # -- sign in ------------------------------------------------------------
-    cat >&2 <<EOF
+    if "$cli" list-profiles --output json 2>/dev/null \
+            | json_profile_signed_in "$venv/bin/python" "$profile"; then
+        # No code to type: "grab your phone" would send the person looking.
+        say "profile '$profile' is signed in already; using its saved sign-in"
+    else
+        cat >&2 <<EOF
 
   Sign-in for profile '$profile'.
   Grab your phone or another computer: open the address below and enter
   the code. This waits until you have signed in (Ctrl+C cancels).
 
 EOF
+    fi
     local status=0
     # The token goes to /dev/null: entra-auth-cli has saved it in the
     # root-only token file, where the service reads it. A saved or refreshable
@@ -312,6 +318,15 @@ json_has_profile() {
 import json, sys
 names = {p.get("name") for p in json.load(sys.stdin)}
 sys.exit(0 if sys.argv[1] in names else 1)
+' "$2"
+}
+
+json_profile_signed_in() {
+    # Reads `list-profiles --output json` on stdin; true when profile $2 has a saved sign-in.
+    "$1" -c '
+import json, sys
+signed = {p.get("name"): p.get("signed_in") for p in json.load(sys.stdin)}
+sys.exit(0 if signed.get(sys.argv[1]) is True else 1)
 ' "$2"
 }
 

@@ -137,7 +137,7 @@ def test_sign_in_end_to_end_then_again_without_a_new_code(
     assert first.returncode == 0, first.stdout + first.stderr
 
     # The person saw the code in the SSH session; no token was printed.
-    assert f"enter the code: {code}" in first.stderr
+    assert f"enter the code: {code}" in first.stderr and "Grab your phone" in first.stderr
     # The installer's "Next: ... run raspberry-pi-auth.sh" would confuse here.
     assert "Next:" not in first.stderr and "install.sh: done" in first.stderr
     assert_no_secret(idp_realtime, first.stdout, first.stderr)
@@ -170,6 +170,7 @@ def test_sign_in_end_to_end_then_again_without_a_new_code(
     assert second.returncode == 0, second.stdout + second.stderr
     assert idp_realtime.state()["issued_codes"] == codes_before
     assert "enter the code" not in second.stderr
+    assert "Grab your phone" not in second.stderr and "signed in already" in second.stderr
     assert "profile 'raspberry-pi' exists; keeping it" in second.stderr
     assert (root / "etc/entra-agent/agent.toml").stat().st_mtime_ns == config_before
     assert recorded(calls) == ["is-active --quiet entra-agent", "restart entra-agent",
