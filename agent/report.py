@@ -11,6 +11,7 @@ code unless asked) and, without the user code, to ``status.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from agent.auth.tokens import TokenSet
     from agent.config import AgentConfig
 
-__all__ = ["iso", "show", "sign_in_view", "status_view", "outbox_depth", "outbox_dropped",
+__all__ = ["iso", "show", "sign_in_view", "stopped_view", "status_view", "outbox_depth", "outbox_dropped",
            "status_dict", "status_line"]
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,20 @@ def sign_in_view(auth: "DeviceAuthorization", clock: Clock) -> ui.SignInView:
         seconds_left=int(auth.seconds_left(clock)),
         lifetime=int(auth.expires_in),
     )
+
+
+def stopped_view(view: ui.View, *, button: bool, retry_in: float | None) -> ui.View:
+    """*view* of a stopped sign-in, saying only what is true about the next code.
+
+    For :class:`~agent.ui.ExpiredView`, :class:`~agent.ui.DeclinedView`,
+    :class:`~agent.ui.CancelledView` and :class:`~agent.ui.ErrorView`: *button*
+    is whether a working button can ask for a new code; *retry_in* the seconds
+    until a new code is asked for by itself (None: never). Any other view is
+    returned as it is.
+    """
+    if isinstance(view, (ui.ExpiredView, ui.DeclinedView, ui.CancelledView, ui.ErrorView)):
+        return dataclasses.replace(view, button=bool(button), retry_in=retry_in)
+    return view
 
 
 def status_view(*, device_id: str, tokens: "TokenSet | None", last_upload_age: float | None,
@@ -120,13 +135,15 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
 
 
 def status_line(*, state: str, tokens: "TokenSet | None",
-                authorization: "DeviceAuthorization | None", device_id: str) -> str:
-    """One line for systemd's STATUS= (``systemctl status``)."""
+                authorization: "DeviceAuthorization | None", device_id: str,
+                button: bool = True) -> str:
+    """One line for systemd's STATUS= (``systemctl status``); *button*: one can be pressed."""
     if state == SIGNED_IN:
         who = tokens.account if tokens else ""
         return f"signed in{' as ' + who if who else ''}; reporting as {device_id}"
     if state == AWAITING_USER and authorization is not None:
         return f"waiting for sign-in at {authorization.verification_uri}"
     if state == SIGN_IN_STOPPED:
-        return "sign-in stopped; press the button for a new code"
+        return ("sign-in stopped; press the button for a new code" if button
+                else "sign-in stopped; a new code is asked for later")
     return state.replace("_", " ")

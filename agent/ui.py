@@ -66,24 +66,44 @@ class OfflineView:
 
 @dataclass(frozen=True)
 class ExpiredView:
-    """The code expired before anyone used it."""
+    """The code expired before anyone used it.
+
+    ``button``: a button can ask for a new code now; ``retry_in``: seconds
+    until a new code comes by itself (None: it does not). The screen tells
+    only what is true.
+    """
+
+    button: bool = True
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True)
 class DeclinedView:
-    """The person declined the sign-in."""
+    """The person declined the sign-in (``button``/``retry_in`` as in :class:`ExpiredView`)."""
+
+    button: bool = True
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True)
 class CancelledView:
-    """Sign-in cancelled (button or Ctrl+C)."""
+    """Sign-in cancelled (button or Ctrl+C); ``button``/``retry_in`` as in :class:`ExpiredView`."""
+
+    button: bool = True
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True)
 class ErrorView:
-    """Something a person can act on went wrong; ``message`` is one line."""
+    """Something a person can act on went wrong; ``message`` is one line.
+
+    ``button``/``retry_in`` as in :class:`ExpiredView`, when the error
+    stopped a sign-in that a press or a timer restarts (default: neither).
+    """
 
     message: str
+    button: bool = False
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +165,20 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 86400}d {seconds % 86400 // 3600:02d}h"
 
 
+def next_code_hint(button: bool, retry_in: float | None, *, again: bool = False) -> str:
+    """How a new sign-in code comes: ``"press the button for a new code"``,
+    ``"new code in 14m 59s"``, both joined by ``"; "``, or ``""`` (neither).
+
+    *retry_in* is in seconds; *again* says "to try again" instead of "for a new code".
+    """
+    parts = []
+    if button:
+        parts.append("press the button " + ("to try again" if again else "for a new code"))
+    if retry_in is not None:
+        parts.append(f"new code in {format_duration(retry_in)}")
+    return "; ".join(parts)
+
+
 def describe(view: View) -> list[str]:
     """The lines a text-only face shows for *view* (console, log, LCD)."""
     match view:
@@ -174,13 +208,17 @@ def describe(view: View) -> list[str]:
                      else f", retry in {format_duration(view.retry_in)}")
             return [f"Offline: {view.reason} ({view.outbox_depth} readings kept{retry})"]
         case ExpiredView():
-            return ["Device code expired. Please try again (press the button for a new code)."]
+            hint = next_code_hint(view.button, view.retry_in)
+            return [f"Device code expired.{' Please try again (' + hint + ').' if hint else ''}"]
         case DeclinedView():
-            return ["Sign-in was declined (press the button to try again)."]
+            hint = next_code_hint(view.button, view.retry_in, again=True)
+            return [f"Sign-in was declined{' (' + hint + ')' if hint else ''}."]
         case CancelledView():
-            return ["Authentication cancelled by user (press the button for a new code)."]
+            hint = next_code_hint(view.button, view.retry_in)
+            return [f"Authentication cancelled by user{' (' + hint + ')' if hint else ''}."]
         case ErrorView():
-            return [f"Error: {view.message}"]
+            hint = next_code_hint(view.button, view.retry_in)
+            return [f"Error: {view.message}{' (' + hint + ')' if hint else ''}"]
         case ConfirmSignOutView():
             return [f"Keep holding to sign out ({view.seconds_left:.0f}s); release to cancel."]
     raise TypeError(f"not a view: {view!r}")

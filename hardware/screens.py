@@ -200,21 +200,39 @@ def _blocks(view: View, stand_in: bool = False) -> list[Block]:
             return blocks
         case ExpiredView():
             return [Block("Code expired", "warn", scale=1.4),
-                    Block("Press the button for a new code", "body")]
+                    *_next_code(view.button, view.retry_in, format_duration)]
         case DeclinedView():
             return [Block("Sign-in declined", "bad", scale=1.4),
-                    Block("Press the button to try again", "body")]
+                    *_next_code(view.button, view.retry_in, format_duration, again=True)]
         case CancelledView():
             return [Block("Sign-in cancelled", "warn", scale=1.4),
-                    Block("Press the button for a new code", "body")]
+                    *_next_code(view.button, view.retry_in, format_duration)]
         case ErrorView():
             return [Block("Error", "bad", scale=1.4, wrap="none"),
-                    Block(view.message, "body", ellipsize=True, max_lines=4)]
+                    Block(view.message, "body", ellipsize=True, max_lines=4),
+                    *_next_code(view.button, view.retry_in, format_duration, optional=True)]
         case ConfirmSignOutView():
             return [Block("Sign out?", "warn", scale=1.5, wrap="none"),
                     Block(f"Keep holding {max(0, round(view.seconds_left))}s", "body"),
                     Block("Release to cancel", "note", required=False)]
     raise TypeError(f"not a view: {view!r}")
+
+
+def _next_code(button: bool, retry_in: float | None, format_duration, *,
+               again: bool = False, optional: bool = False) -> list[Block]:
+    """How a new code comes, as a stopped screen says it: only what is true.
+
+    The button line is what to do now; the timer line a note. With
+    *optional* (under an error message) both may be dropped for room.
+    """
+    blocks = []
+    if button:
+        blocks.append(Block("Press the button " + ("to try again" if again else "for a new code"),
+                            "body", required=not optional, priority=2))
+    if retry_in is not None:
+        blocks.append(Block(f"new code in {format_duration(retry_in)}", "note",
+                            required=not (optional or button), priority=1))
+    return blocks
 
 
 # -- layout ----------------------------------------------------------------

@@ -13,7 +13,7 @@ from luma.core.device import dummy
 from PIL import Image, ImageDraw
 
 from agent.ui import (
-    ConfirmSignOutView, ErrorView, OfflineView, ProgressView, SignedInView, SignInView,
+    CancelledView, ConfirmSignOutView, DeclinedView, ErrorView, ExpiredView, OfflineView, ProgressView, SignedInView, SignInView,
     StatusView,
 )
 from hardware import screens
@@ -41,6 +41,15 @@ EXTRA = {
     "error-long": ErrorView("AADSTS700016: application 11111111-2222-3333-4444-555555555555 "
                             "not found in the directory (check client_id in profiles.toml)"),
     "confirm-zero": ConfirmSignOutView(0.0),
+    # A stopped sign-in without a button (timer only), with both, with neither.
+    "expired-timer": ExpiredView(button=False, retry_in=86400 * 9.0),
+    "expired-both": ExpiredView(button=True, retry_in=899.0),
+    "expired-neither": ExpiredView(button=False),
+    "declined-both": DeclinedView(button=True, retry_in=86400 * 9.0),
+    "cancelled-timer": CancelledView(button=False, retry_in=899.0),
+    "error-long-both": ErrorView("AADSTS700016: application 11111111-2222-3333-4444-555555555555 "
+                                 "not found in the directory (check client_id in profiles.toml)",
+                                 button=True, retry_in=86400 * 9.0),
 }
 ALL_VIEWS = {**SAMPLES, **EXTRA}
 

@@ -1,0 +1,76 @@
+"""A stopped sign-in says only what is true about the next code: the button
+when there is one, the retry timer's time left when there is one."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent import ui
+from agent.report import status_line, stopped_view
+from agent.service import SIGN_IN_RETRY_DELAY, SIGN_IN_STOPPED
+from hardware.screens import GEOMETRIES, layout, render_text
+from tests.test_service import in_state, make_service  # noqa: F401 - the fixture
+
+STOPPED = [ui.ExpiredView, ui.DeclinedView, ui.CancelledView]
+PIXEL = [g for g in GEOMETRIES if g.mode != "text"]
+
+
+def _texts(view: ui.View, geometry) -> str:
+    if geometry.mode == "text":
+        return " ".join(render_text(view, geometry.width, geometry.height))
+    return " ".join(b.text for b in layout(view, geometry.size, geometry.mode) if b.kind == "text")
+
+
+@pytest.mark.parametrize("kind", STOPPED, ids=lambda k: k.__name__)
+def test_without_a_button_no_screen_asks_for_a_press(kind):
+    view = kind(button=False, retry_in=899.0)
+    assert "button" not in " ".join(ui.describe(view)).lower()
+    assert "new code in 14m 59s" in " ".join(ui.describe(view))
+    for geometry in PIXEL:
+        text = _texts(view, geometry)
+        assert "button" not in text.lower(), geometry.name
+        assert "new code in 14m 59s" in text.replace(" \n", " "), geometry.name
+
+
+@pytest.mark.parametrize("kind", STOPPED, ids=lambda k: k.__name__)
+def test_button_and_timer_are_both_said(kind):
+    view = kind(button=True, retry_in=899.0)
+    said = " ".join(ui.describe(view))
+    assert "press the button" in said and "new code in 14m 59s" in said
+    text = _texts(view, next(g for g in PIXEL if g.size == (320, 240)))
+    assert "Press the" in text and "new code in 14m 59s" in text
+
+
+def test_neither_button_nor_timer_promises_nothing():
+    assert ui.describe(ui.ExpiredView(button=False)) == ["Device code expired."]
+    assert "button" not in " ".join(ui.describe(ui.CancelledView(button=False))).lower()
+
+
+def test_error_view_says_the_hint_only_when_given():
+    assert ui.describe(ui.ErrorView("boom")) == ["Error: boom"]
+    assert ui.describe(ui.ErrorView("boom", button=False, retry_in=60.0)) == [
+        "Error: boom (new code in 1m 00s)"]
+
+
+def test_report_fills_in_the_truth():
+    assert stopped_view(ui.ExpiredView(), button=False, retry_in=900.0) == ui.ExpiredView(
+        button=False, retry_in=900.0)
+    assert stopped_view(ui.ProgressView("x"), button=False, retry_in=1.0) == ui.ProgressView("x")
+    assert "button" not in status_line(state=SIGN_IN_STOPPED, tokens=None, authorization=None,
+                                       device_id="d", button=False)
+
+
+def test_service_without_a_button_says_the_timer(make_service, idp):  # noqa: F811
+    idp.code_lifetime = 60
+    service = make_service()
+    assert service.run_until(in_state(SIGN_IN_STOPPED), 5000)
+    assert service.presenter.last == ui.ExpiredView(button=False, retry_in=SIGN_IN_RETRY_DELAY)
+
+
+def test_service_with_a_button_says_press_and_timer(make_service, idp):  # noqa: F811
+    from gpiozero.pins.mock import MockFactory
+
+    idp.code_lifetime = 60
+    service = make_service(pin_factory=MockFactory(), extra="[button]\npin = 17\n")
+    assert service.run_until(in_state(SIGN_IN_STOPPED), 5000)
+    assert service.presenter.last == ui.ExpiredView(button=True, retry_in=SIGN_IN_RETRY_DELAY)
