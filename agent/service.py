@@ -51,7 +51,7 @@ from agent.clock import Clock
 from agent.errors import AgentError, CancelledError
 from agent.notify import Notifier, watchdog_interval
 from agent.report import (
-    iso, outbox_depth, show, sign_in_view, status_dict, status_line, status_view,
+    iso, outbox_depth, show, sign_in_view, status_dict, status_line, status_view, stopped_view,
 )
 from agent.signals import install_stop_handlers, restore_handlers
 from agent.statefile import write_status
@@ -713,7 +713,7 @@ class Service:
                 log.exception("LED failed")
         self.notifier.status(status_line(
             state=self.state, tokens=self._tokens, authorization=self._authorization,
-            device_id=self.config.device_id))
+            device_id=self.config.device_id, button=self.button is not None))
         self._publish()
         self._write_status()
 
@@ -792,7 +792,8 @@ class Service:
         self._cancel_attempt()
         self._tick_at = None
         self._retry_sign_in_at = self.clock.monotonic() + self.sign_in_retry_delay
-        self._enter(SIGN_IN_STOPPED, view=view)
+        self._enter(SIGN_IN_STOPPED, view=stopped_view(
+            view, button=self.button is not None, retry_in=self.sign_in_retry_delay))
 
     # -- stopping ------------------------------------------------------------------
 
