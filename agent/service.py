@@ -48,7 +48,7 @@ from agent.auth.errors import (
     AuthorizationDeclined, CodeExpired, ProviderUnavailable, SignInRequired,
 )
 from agent.clock import Clock
-from agent.errors import AgentError, CancelledError
+from agent.errors import AgentError, CancelledError, StorageError
 from agent.notify import Notifier, watchdog_interval
 from agent.report import (
     iso, outbox_depth, show, sign_in_view, status_dict, status_line, status_view, stopped_view,
@@ -168,6 +168,8 @@ class Service:
         self._signed_in_screen_until: float | None = None
         self._published_at = clock.monotonic()
         self._status_dirty = False
+        self._counters_at = float("-inf")       # when counters were last reported (monotonic)
+        self._counters: tuple[Any, ...] | None = None
         self._set_up = False
         self._finished = False
         self.readings_taken = 0                          # for tests and benches
@@ -311,8 +313,14 @@ class Service:
         self._enter(STARTING)
         try:
             tokens = self.token_client.cached()
+        except StorageError as exc:
+            # A token file refused (permissions, owner): a sign-in now could not
+            # be saved, so asking a person for one would waste it. Say so on the
+            # screen and stop (exit 6; the unit does not restart for it).
+            log.error("%s", exc)
+            show(self.presenter, ui.ErrorView(exc.message))
+            raise
         except AgentError as exc:
-            # A token file refused for its permissions: say so, then sign in afresh.
             log.error("%s", exc)
             self._last_error = str(exc)
             tokens = None
@@ -346,6 +354,21 @@ class Service:
         if self.state == STOPPING and not self._shutting_down_blocked():
             self._shutdown()
         elif self._status_dirty:
+            self._write_status()
+        else:
+            self._report_counters()
+
+    def _report_counters(self) -> None:
+        """Refresh MQTT and status.json when only counters moved (outbox depth,
+        last upload), at most every STATUS_REFRESH seconds."""
+        now = self.clock.monotonic()
+        if now - self._counters_at < STATUS_REFRESH or self.state == STOPPING:
+            return
+        self._counters_at = now
+        counters = (outbox_depth(self.outbox), self._last_upload)
+        if counters != self._counters:
+            self._counters = counters
+            self._publish()
             self._write_status()
 
     def _idle(self, now: float) -> None:
@@ -607,7 +630,7 @@ class Service:
                 self._retry_code_at(delay)
             else:
                 log.error("cannot get a sign-in code: %s", exc)
-                self._stopped(ui.ErrorView(str(exc)[:120]))
+                self._stopped(ui.ErrorView(_screen_line(exc)))
             return
         self._code_failures = 0
         self._await_user(event.value)
@@ -636,8 +659,9 @@ class Service:
         elif isinstance(exc, AuthorizationDeclined):
             self._stopped(ui.DeclinedView())
         else:
+            log.error("sign-in failed: %s", exc)
             self._last_error = str(exc)
-            self._stopped(ui.ErrorView(str(exc)[:120]))
+            self._stopped(ui.ErrorView(_screen_line(exc)))
 
     def _on_mqtt(self, event: Event) -> None:
         self._mqtt_connected = bool(event.value)
@@ -894,3 +918,12 @@ class Service:
             write_status(self.status_path, status)
         except AgentError as exc:
             log.warning("%s", exc)
+
+
+def _screen_line(exc: BaseException) -> str:
+    """One line for a small screen: the whole message when short, else the
+    cause alone (the log line above keeps the fix)."""
+    text = str(exc)
+    if len(text) > 120 and isinstance(exc, AgentError):
+        text = exc.message
+    return text if len(text) <= 120 else text[:119] + "…"

@@ -344,20 +344,36 @@ def test_forbidden_pauses_uploads_and_reports(make_service, idp, receiver, fake_
     assert fake_clock.monotonic() >= refused_at + REFUSED_PAUSE
 
 
-def test_status_file_is_rewritten_only_when_something_changed(make_service, idp, receiver):
+def test_status_file_follows_the_counters_at_most_every_status_refresh(make_service, idp, receiver,
+                                                                      fake_clock):
+    """``entra-agent status`` must show the last upload and the queue, yet the file
+    is not rewritten at every reading: counters alone refresh it at most every
+    STATUS_REFRESH seconds; a new error rewrites it at once."""
+    from agent.service import STATUS_REFRESH
     idp.auto_approve_after_polls = 1
-    service = make_service(endpoint=receiver.url)
+    service = make_service(endpoint=receiver.url, interval=5)
     assert service.run_until(lambda s: s.state == SIGNED_IN and len(receiver.unique_ids) >= 2, 5000)
-    before = paths.status_file().stat()
-    taken = service.readings_taken
-    assert service.run_until(lambda s: s.readings_taken >= taken + 20, 20000)
+    changes: list[float] = []
+    seen = [paths.status_file().stat().st_ino]
+
+    def watch(s):
+        ino = paths.status_file().stat().st_ino
+        if ino != seen[-1]:
+            seen.append(ino)
+            changes.append(fake_clock.monotonic())
+        return s.readings_taken >= 60
+
+    assert service.run_until(watch, 40000)
     assert service.run_until(drained(receiver), 2000)
-    after = paths.status_file().stat()
-    # Readings and uploads alone do not rewrite it (os.replace would change the inode).
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert len(changes) >= 2                               # it did follow the counters
+    gaps = [b - a for a, b in zip(changes, changes[1:])]
+    assert min(gaps) >= STATUS_REFRESH                     # ... but not at every 5 s reading
+    status = json.loads(paths.status_file().read_text())
+    assert status["last_upload"] is not None
     receiver.queue_responses(503)
+    ino = paths.status_file().stat().st_ino
     assert service.run_until(lambda s: s.last_error is not None, 5000)
-    assert service.run_until(lambda s: paths.status_file().stat().st_ino != before.st_ino, 10)
+    assert service.run_until(lambda s: paths.status_file().stat().st_ino != ino, 10)
     assert "HTTP 503" in json.loads(paths.status_file().read_text())["last_error"]
 
 
@@ -452,3 +468,20 @@ def test_a_failing_sensor_is_logged_once_not_every_interval(make_service, idp, c
         assert service.run_until(lambda s: s.readings_taken >= 20, 5000)
     failing = [r for r in caplog.records if "sensor failing" in r.getMessage()]
     assert len(failing) == 1 and "does not exist" in failing[0].getMessage()
+
+
+def test_a_refused_token_file_stops_the_agent_before_asking_anyone(make_service, idp):
+    """A sign-in that could not be saved would waste a person's time: exit 6 instead."""
+    import os
+    from agent.errors import StorageError
+    store = TokenStore(paths.token_dir())
+    store.save("default", {"access_token": "x", "expires_at": 0, "scope": []})
+    os.chmod(store.path("default"), 0o644)
+    presenter = RecordingPresenter()
+    service = make_service(presenter=presenter)
+    with pytest.raises(StorageError, match="chmod 600") as info:
+        service.run()
+    assert info.value.exit_code == 6
+    assert idp.counts["devicecode"] == 0
+    assert any(isinstance(v, ui.ErrorView) and "readable" in v.message for v in presenter.views)
+    assert service.finished
