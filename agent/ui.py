@@ -229,10 +229,15 @@ class ConsolePresenter:
 
     A view is printed when it differs from the last one in what it says,
     apart from a running countdown, so a log does not fill with ticks.
+
+    *interactive*: someone at a terminal can press Ctrl+C (default: stdin is
+    a terminal). Only then does the sign-in box say "Press Ctrl+C to
+    cancel"; under systemd nobody can, so it says nothing of it.
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
+        self._interactive = _stdin_is_a_terminal() if interactive is None else interactive
         self._lock = threading.Lock()
         self._last_key: object = None
 
@@ -249,7 +254,8 @@ class ConsolePresenter:
                 return
             self._last_key = key
             if isinstance(view, SignInView):
-                self._stream.write(box(view) + "\n")
+                hint = CTRL_C_HINT if self._interactive else None
+                self._stream.write(box(view, cancel_hint=hint) + "\n")
             else:
                 for line in describe(view):
                     self._stream.write(line + "\n")
@@ -262,8 +268,23 @@ class ConsolePresenter:
         pass
 
 
-def box(view: SignInView) -> str:
-    """The seed's boxed instructions for a sign-in view."""
+#: How a person at a terminal cancels a sign-in.
+CTRL_C_HINT = "Press Ctrl+C to cancel"
+
+
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):    # replaced or closed stdin
+        return False
+
+
+def box(view: SignInView, *, cancel_hint: str | None = CTRL_C_HINT) -> str:
+    """The seed's boxed instructions for a sign-in view.
+
+    *cancel_hint* is the last row (how to cancel); None leaves it out, for
+    when no one can cancel that way (a service without a terminal).
+    """
     uri = view.verification_uri
     rows = [
         "Device Code Authentication",
@@ -273,8 +294,9 @@ def box(view: SignInView) -> str:
         "3. Sign in with your credentials",
         None,
         f"Waiting for authentication... (expires in {max(1, round(view.seconds_left / 60))} min)",
-        "Press Ctrl+C to cancel",
     ]
+    if cancel_hint:
+        rows.append(cancel_hint)
     width = max(len(r) for r in rows if r) + 2
     out = ["┌" + "─" * width + "┐"]
     for r in rows:

@@ -49,10 +49,12 @@ class HalfBlockPresenter:
     does not fill with pictures.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, size: tuple[int, int] = (128, 64)) -> None:
+    def __init__(self, stream: TextIO | None = None, *, size: tuple[int, int] = (128, 64),
+                 interactive: bool | None = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._size = size
-        self._text = ConsolePresenter(self._stream)
+        # interactive: as ConsolePresenter (says "Press Ctrl+C" only when one can).
+        self._text = ConsolePresenter(self._stream, interactive=interactive)
         self._lock = threading.Lock()
         self._last_key: object = None
 
