@@ -235,9 +235,11 @@ def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = 
         _show(screen, ExpiredView())
         raise CodeExpired("Device code expired. Please try again.",
                           f"run: {PROG} get-token --flow device-code --profile {client.profile.name}") from None
-    except AuthorizationDeclined:
+    except AuthorizationDeclined as exc:
         _show(screen, DeclinedView())
-        raise
+        raise AuthorizationDeclined(
+            exc.message, f"run: {PROG} get-token --flow device-code --profile {client.profile.name} "
+                         "to try again", description=exc.description, aadsts=exc.aadsts) from None
     except (CancelledError, KeyboardInterrupt):
         _show(screen, CancelledView())
         raise
@@ -265,12 +267,15 @@ def _get_token(args: argparse.Namespace) -> int:
     from agent.profiles import validate_scopes
     profile = _profiles().get(args.profile)
     scopes = list(validate_scopes(args.scope))
+    if args.scope and not scopes:
+        raise UsageError("--scope is empty", "give a scope such as https://graph.microsoft.com/User.Read, "
+                         "or leave --scope out to use the profile's")
     client = _client(profile)
     try:
         tokens = client.acquire_silent(scopes=scopes or None)
     except SignInRequired as exc:
         if client.store.path(profile.name).exists():
-            print(f"{exc.message}; starting a new sign-in.", file=sys.stderr)
+            print(f"{exc.message.rstrip('.')}; starting a new sign-in.", file=sys.stderr)
         screen = _open_screen() if args.display else None
         try:
             tokens = _sign_in(client, scopes, screen)
@@ -346,8 +351,10 @@ def _token_summary(profile: Profile) -> dict[str, Any]:
     from agent.tokenstore import TokenStore
     try:
         data = TokenStore(paths.token_dir()).load(profile.name)
-    except (AgentError, OSError):
-        return {"signed_in": None, "account": None, "expires_at": None}
+    except (AgentError, OSError) as exc:
+        # Unreadable (not root) or refused (permissions): say why, with the fix.
+        print(f"{PROG}: warning: profile '{profile.name}': {exc}", file=sys.stderr)
+        return {"signed_in": None, "account": None, "expires_at": None, "error": str(exc)}
     if not data:
         return {"signed_in": False, "account": None, "expires_at": None}
     tokens = TokenSet.from_dict(data)
@@ -367,7 +374,7 @@ def _list_profiles(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = [("NAME", "AUTHORITY", "CLIENT ID", "SCOPES", "SIGNED IN")]
     for r in rows:
-        state = {True: r["account"] or "yes", False: "no", None: "? (no access)"}[r["signed_in"]]
+        state = {True: r["account"] or "yes", False: "no", None: "? (see warning)"}[r["signed_in"]]
         table.append((r["name"], r["authority"], r["client_id"], " ".join(r["scopes"]), state))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
@@ -377,7 +384,7 @@ def _list_profiles(args: argparse.Namespace) -> int:
 
 def _delete_profile(args: argparse.Namespace) -> int:
     store = _profiles()
-    profile = store.get(args.name)      # a clear error when it does not exist
+    profile = store.get(args.name, hint=f"see: {PROG} list-profiles")
     _client(profile).sign_out()
     store.delete(profile.name)
     print(f"Profile '{profile.name}' and its saved tokens deleted", file=sys.stderr)
@@ -385,7 +392,7 @@ def _delete_profile(args: argparse.Namespace) -> int:
 
 
 def _logout(args: argparse.Namespace) -> int:
-    profile = _profiles().get(args.profile)
+    profile = _profiles().get(args.profile, hint=f"see: {PROG} list-profiles")
     if _client(profile).sign_out():
         print(f"Signed out of profile '{profile.name}' (saved tokens deleted)", file=sys.stderr)
     else:

@@ -200,14 +200,16 @@ class ProfileStore:
     def names(self) -> list[str]:
         return sorted(self._read())
 
-    def get(self, name: str) -> Profile:
-        """The profile called *name*; ConfigError when there is none."""
+    def get(self, name: str, *, hint: str | None = None) -> Profile:
+        """The profile called *name*; ConfigError (with *hint*, or how to create
+        it) when there is none."""
         profiles = self._read()
         if name not in profiles:
             known = ", ".join(sorted(profiles)) or "none yet"
             raise ConfigError(
                 f"no profile named '{name}' in {self.path} (profiles: {known})",
-                f"create it: entra-auth-cli create-profile --name {name} --tenant-id ... --client-id ...",
+                hint or f"create it: entra-auth-cli create-profile --name {name} "
+                        "--tenant-id ... --client-id ...",
             )
         return self._build(name, profiles[name])
 

@@ -361,3 +361,54 @@ def test_get_token_display_trouble_is_one_warning_not_a_failure(agent_dirs, idp_
     assert "/dev/i2c-99" in caplog.text
     err = capsys.readouterr().err
     assert err.count("Enter code:") == 1          # no second copy from a console fallback
+
+
+def test_declined_says_how_to_try_again_for_this_profile(agent_dirs, idp_realtime, capsys):
+    create(idp_realtime, "kiosk")
+    approve_when_issued(idp_realtime, decline=True)
+    assert main(["get-token", "--profile", "kiosk"]) == EXIT_SIGN_IN
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "get-token --flow device-code --profile kiosk" in err
+    assert "grant is no longer valid" not in err          # not the generic AADSTS70000 hint
+
+
+def test_revoked_refresh_message_reads_once(agent_dirs, capsys):
+    from agent.sandbox.idp import IdentityProvider
+    with IdentityProvider(interval=1, access_token_lifetime=200) as idp:
+        create(idp)
+        approve_when_issued(idp)
+        main(["get-token", "--output", "json"])
+        idp.revoke_refresh_tokens()
+        approve_when_issued(idp)
+        capsys.readouterr()
+        assert main(["get-token", "--output", "json"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("no longer accepted") == 1 and ".;" not in err
+
+
+def test_logout_or_delete_of_an_unknown_profile_does_not_suggest_creating_it(agent_dirs, capsys):
+    for argv in (["logout", "--profile", "nope"], ["delete-profile", "--name", "nope"]):
+        assert main(argv) == EXIT_CONFIG
+        err = capsys.readouterr().err
+        assert "no profile named 'nope'" in err and "list-profiles" in err and "create-profile" not in err
+
+
+def test_list_profiles_names_a_refused_token_file_and_its_fix(agent_dirs, idp_realtime, capsys):
+    create(idp_realtime)
+    approve_when_issued(idp_realtime)
+    assert main(["get-token", "--output", "json"]) == 0
+    token_file = agent_dirs["state"] / "tokens" / "default.json"
+    os.chmod(token_file, 0o644)
+    capsys.readouterr()
+    assert main(["list-profiles", "--output", "json"]) == 0
+    out, err = capsys.readouterr()
+    row = json.loads(out)[0]
+    assert row["signed_in"] is None and f"chmod 600 {token_file}" in row["error"]
+    assert f"chmod 600 {token_file}" in err
+
+
+def test_an_empty_scope_is_bad_input(agent_dirs, idp_realtime, capsys):
+    create(idp_realtime)
+    assert main(["get-token", "--scope", ""]) == EXIT_USAGE
+    assert "--scope is empty" in capsys.readouterr().err
+    assert idp_realtime.counts["devicecode"] == 0

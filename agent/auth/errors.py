@@ -217,7 +217,11 @@ def error_from_body(body: dict[str, Any], status: int | None = None,
     message = f"{context} answered {error}"
     if detail:
         message += f": {detail}"
-    hint = AADSTS_HINTS.get(aadsts) if aadsts else None
+    # What happened to the code (declined, expired, mistyped) says more than
+    # the generic AADSTS behind it; elsewhere the AADSTS hint is the better one.
+    hint = _DEFAULT_HINTS.get(cls) if cls in _OUTCOME_CLASSES else None
+    if hint is None and aadsts:
+        hint = AADSTS_HINTS.get(aadsts)
     if hint is None:
         hint = _DEFAULT_HINTS.get(cls)
     exc = cls(message, hint, description=description, aadsts=aadsts, status=status)
@@ -236,6 +240,9 @@ _DEFAULT_HINTS: dict[type[OAuthError], str] = {
     UnauthorizedClient: "check that the app registration allows the device code flow for this client id",
     UnsupportedGrantType: "the provider does not support the device code grant for this client",
 }
+
+
+_OUTCOME_CLASSES = (AuthorizationDeclined, CodeExpired, BadVerificationCode)
 
 
 def error_from_response(response: requests.Response,

@@ -329,7 +329,8 @@ class TokenClient:
         if response.status_code != 200:
             error = error_from_response(response, "the token endpoint")
             if _refresh_rejected_for_good(error):
-                log.warning("refresh for profile %s rejected: %s", self.profile.name, error.message)
+                # INFO: the SignInRequired raised below carries the same words to the caller.
+                log.info("refresh for profile %s rejected: %s", self.profile.name, error.message)
                 raise SignInRequired(
                     f"the saved sign-in of profile '{self.profile.name}' is no longer accepted: {error.message}",
                     f"sign in again: entra-auth-cli get-token --flow device-code --profile {self.profile.name}",
