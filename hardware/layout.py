@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -24,8 +25,8 @@ if TYPE_CHECKING:  # Pillow is imported lazily: the agent runs without it.
     from PIL import ImageFont
 
 __all__ = [
-    "Box", "Block", "Line", "font", "scalable_fonts", "wrap", "fit_column",
-    "ELLIPSIS",
+    "Box", "Block", "Line", "font", "scalable_fonts", "wrap", "fit_column", "drawn",
+    "ELLIPSIS", "MIN_SPACE",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,8 @@ class Block:
 class Line:
     """A line of text placed on the canvas.
 
-    Draw it with ``ImageDraw.text(origin, text, font=font(size))``: the ink
-    then lies within ``box``.
+    Draw it with ``ImageDraw.text(origin, drawn(text, size, mode),
+    font=font(size, mode))``: the ink then lies within ``box``.
     """
 
     text: str
@@ -143,11 +144,42 @@ def font(size: int, mode: str = "RGB") -> "ImageFont.FreeTypeFont | ImageFont.Im
     return ImageFont.load_default()
 
 
+# Narrowest word space worth drawing, in pixels of advance. Pillow's default
+# font has a 2 px space up to 11 px (3 px up to 16 px), and on a 1-bit panel
+# hinting eats one of them: "chmod 600 the" read "chmod 600the" at 9 px.
+MIN_SPACE = 4
+
+
+@functools.lru_cache(maxsize=64)
+def _space_repeat(size: int, mode: str) -> int:
+    """How many spaces make one word space at least MIN_SPACE pixels wide."""
+    f = font(size, mode)
+    try:
+        if scalable_fonts():
+            advance = f.getlength(" ", mode="1" if mode == "1" else "L")
+        else:
+            advance = f.getlength(" ")
+    except (AttributeError, TypeError):  # a Pillow without getlength: leave spaces alone
+        return 1
+    return max(1, math.ceil(MIN_SPACE / advance)) if advance > 0 else 1
+
+
+def drawn(text: str, size: int, mode: str = "1") -> str:
+    """*text* as drawn at *size* on an image of *mode*: each space widened to
+    at least :data:`MIN_SPACE` pixels (by repeating it), so words stay apart."""
+    if " " not in text:
+        return text
+    n = _space_repeat(size, mode)
+    return text if n == 1 else text.replace(" ", " " * n)
+
+
 @functools.lru_cache(maxsize=4096)
 def _bbox(text: str, size: int, mode: str) -> tuple[int, int, int, int]:
     # Mode matters: on a 1-bit image Pillow renders without anti-aliasing
     # and hinting makes the text up to a third wider than in "L"/"RGB".
+    # Measured as drawn: with word spaces widened (drawn()).
     f = font(size, mode)
+    text = drawn(text, size, mode)
     if scalable_fonts():
         box = f.getbbox(text, mode="1" if mode == "1" else "L")
     else:

@@ -29,7 +29,9 @@ from agent.ui import (
     OfflineView, ProgressView, SignedInView, SignInView, StatusView, View,
     format_duration as _format_duration,
 )
-from hardware.layout import ELLIPSIS, Block, Box, Line, ellipsize, fit_column, font, wrap
+from hardware.layout import (
+    ELLIPSIS, Block, Box, Line, drawn, ellipsize, fit_column, font, wrap,
+)
 from hardware.layout import _bbox as _ink
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Geometry", "GEOMETRIES", "Plan", "SAMPLES", "layout", "plan", "render",
     "render_text", "text_pages", "display_code", "display_address",
-    "qr_payload", "write_gallery", "LayoutError", "render_plain",
+    "qr_payload", "write_gallery", "LayoutError", "render_plain", "text_mode",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,13 @@ _COLOURS = {
     "warn": (255, 179, 0),
 }
 _BAR_TRACK = (60, 60, 60)
+# Crisp text on a small colour panel has no anti-aliasing to soften it, and a
+# 1 px grey stroke reads dim: body and note text are white there.
+_CRISP_COLOURS = {**_COLOURS, "body": (255, 255, 255), "note": (255, 255, 255)}
+
+
+def _colour(role: str, tmode: str) -> tuple[int, int, int]:
+    return (_CRISP_COLOURS if tmode == "1" else _COLOURS)[role]
 
 
 # -- what each screen says -------------------------------------------------
@@ -252,6 +261,7 @@ class Plan:
     lines: tuple[Line, ...]
     qr: QrPlacement | None = None
     bar: tuple[Box, float] | None = None    # track, fraction of time left (0..1)
+    text_mode: str = "1"                    # "1": crisp text; "RGB": anti-aliased
 
     @property
     def boxes(self) -> list[Box]:
@@ -289,13 +299,44 @@ def _bar_height(size: tuple[int, int]) -> int:
     return 2 if size[1] <= 64 else max(3, size[1] // 48)
 
 
+# Colour panels this short (the 96x64 SSD1331) draw text like a monochrome
+# one: crisp, without anti-aliasing. At 8-9 px anti-aliased glyphs are grey
+# smudges a pixel wide; hinted 1-bit glyphs stay sharp.
+CRISP_BELOW = 65
+
+
+def text_mode(size: tuple[int, int], mode: str) -> str:
+    """How text is preferably rendered on an image of *size* and *mode*: ``"1"``
+    (crisp, not anti-aliased: every monochrome panel and colour panels under
+    CRISP_BELOW pixels high) or ``"RGB"`` (anti-aliased)."""
+    return "1" if mode == "1" or min(size) < CRISP_BELOW else mode
+
+
 def plan(view: View, size: tuple[int, int], mode: str = "1") -> Plan:
     """Where everything on the screen for *view* goes at *size* (width, height).
 
     *mode* ("1" or "RGB") matters: Pillow draws wider text without
     anti-aliasing, so a layout is only valid for the mode it was made for.
+    A small colour panel gets crisp text (:func:`text_mode`) unless that
+    costs the sign-in screen its QR code (crisp glyphs are wider); the
+    plan's ``text_mode`` says which.
     """
     size = (int(size[0]), int(size[1]))
+    tmode = text_mode(size, mode)
+    if tmode == mode:
+        return _plan_view(view, size, mode)
+    try:
+        crisp = _plan_view(view, size, tmode)
+    except LayoutError:
+        return _plan_view(view, size, mode)
+    if crisp.qr is None and isinstance(view, SignInView):
+        smooth = _plan_view(view, size, mode)
+        if smooth.qr is not None:
+            return smooth
+    return crisp
+
+
+def _plan_view(view: View, size: tuple[int, int], mode: str) -> Plan:
     payload = qr_payload(view) if isinstance(view, SignInView) else None
     real = _blocks(view)
     template = _blocks(view, stand_in=True)
@@ -309,6 +350,8 @@ def plan(view: View, size: tuple[int, int], mode: str = "1") -> Plan:
     if p.bar is not None and isinstance(view, SignInView):
         left = view.seconds_left / view.lifetime if view.lifetime > 0 else 0.0
         p = replace(p, bar=(p.bar[0], max(0.0, min(1.0, left))))
+    if p.text_mode != mode:
+        p = replace(p, text_mode=mode)
     return p
 
 
@@ -436,9 +479,11 @@ def render_plain(view: View, size: tuple[int, int], mode: str = "1") -> "Image.I
     f = font(MIN_FONT, mode)
     y = 0
     for text in lines:
-        for part in wrap(text, size[0], lambda t: draw.textlength(t, font=f) <= size[0],
+        for part in wrap(text, size[0],
+                         lambda t: draw.textlength(drawn(t, MIN_FONT, mode), font=f) <= size[0],
                          "chars") or []:
-            draw.text((0, y), part, font=f, fill=1 if mode == "1" else (255, 255, 255))
+            draw.text((0, y), drawn(part, MIN_FONT, mode), font=f,
+                      fill=1 if mode == "1" else (255, 255, 255))
             y += MIN_FONT + 2
     return image
 
@@ -462,11 +507,15 @@ def render(view: View, size: tuple[int, int], mode: str = "1") -> "Image.Image":
     p = plan(view, size, mode)
     image = Image.new(mode, size, 0)
     draw = ImageDraw.Draw(image)
-    colour = ((lambda role: 1) if mode == "1" else (lambda role: _COLOURS[role]))
+    tmode = p.text_mode
+    if tmode == "1":
+        draw.fontmode = "1"         # crisp text, as the layout measured it
+    colour = ((lambda role: 1) if mode == "1" else (lambda role: _colour(role, tmode)))
     white = 1 if mode == "1" else (255, 255, 255)
     black = 0 if mode == "1" else (0, 0, 0)
     for line in p.lines:
-        draw.text(line.origin, line.text, font=font(line.size, mode), fill=colour(line.role))
+        draw.text(line.origin, drawn(line.text, line.size, tmode), font=font(line.size, tmode),
+                  fill=colour(line.role))
     if p.qr is not None:
         box, scale = p.qr.box, p.qr.scale
         # Dark modules on a light ground, as scanners expect.

@@ -162,10 +162,58 @@ def test_status_keeps_the_essentials_and_drops_extras_on_small_panels():
 def test_monochrome_text_is_measured_as_drawn():
     # Pillow draws wider without anti-aliasing: a layout made for RGB would
     # spill on a 1-bit panel, so the mode is part of the layout.
+    # (At 128x64 a colour panel draws crisp text too: see below.)
     view = SAMPLES["sign-in"]
-    mono = plan(view, (128, 64), "1")
-    colour = plan(view, (128, 64), "RGB")
-    assert mono != colour
+    mono = plan(view, (128, 128), "1")
+    colour = plan(view, (128, 128), "RGB")
+    assert mono != colour and colour.text_mode == "RGB"
+
+
+@pytest.mark.parametrize("name", ["sign-in", "status", "error", "expired"])
+def test_small_colour_panel_text_is_crisp(name):
+    # 96x64 SSD1331: anti-aliased 8 px text was grey smudge. Every text pixel
+    # is now either off or the full colour of its role: no in-between shades.
+    view, size = SAMPLES[name], (96, 64)
+    p = plan(view, size, "RGB")
+    assert p.text_mode == "1"
+    image = _through_dummy(view, next(g for g in PIXEL if g.size == size))
+    for line in p.lines:
+        colours = {c for _, c in image.crop(
+            (line.box.left, line.box.top, line.box.right, line.box.bottom)).getcolors(4096)}
+        assert colours == {(0, 0, 0), screens._colour(line.role, "1")}, (line.text, colours)
+
+
+def test_crisp_text_gives_way_to_keep_the_qr_code():
+    # Crisp glyphs are wider: where they would push the QR code off a small
+    # colour panel, the sign-in screen keeps the QR code (anti-aliased text).
+    p = plan(SAMPLES["sign-in-rfc"], (96, 64), "RGB")
+    assert p.qr is not None
+
+
+def _blank_runs(image, box, at_least: int) -> int:
+    """Runs of at least *at_least* unlit pixel columns inside *box*."""
+    crop = image.convert("L").crop((box.left, box.top, box.right, box.bottom))
+    lit = [any(crop.getpixel((x, y)) for y in range(crop.height)) for x in range(crop.width)]
+    runs, n = 0, 0
+    for on in lit + [True]:
+        if on:
+            runs += n >= at_least
+            n = 0
+        else:
+            n += 1
+    return runs
+
+
+@pytest.mark.parametrize("geometry", PIXEL, ids=lambda g: g.name + g.mode)
+def test_word_spaces_are_visible_gaps(geometry):
+    # At 9 px on a 1-bit panel Pillow's 2 px space closed up: "chmod 600the".
+    view = SAMPLES["error"]
+    image = _through_dummy(view, geometry)
+    lines = plan(view, geometry.size, geometry.mode).lines
+    for line in lines:
+        if line.text.startswith("Error"):
+            continue
+        assert _blank_runs(image, line.box, 3) >= line.text.count(" "), line.text
 
 
 def test_a_canvas_too_small_is_an_error_not_a_clipped_screen():
