@@ -127,6 +127,10 @@ main() {
         || die 2 "--tenant-id and --issuer exclude each other (Entra: --tenant-id; another OpenID provider: --issuer)"
     [[ -z "$cloud" || -n "$issuer" ]] || [[ "$cloud" =~ ^(public|usgov|china)$ ]] \
         || die 2 "--cloud '$cloud' is not one of public, usgov, china"
+    # Checked before a minutes-long install on a Pi: Entra client ids are GUIDs.
+    local guid='^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$'
+    [[ -z "$client_id" || -n "$issuer" || -n "$authority_host" || "$client_id" =~ $guid ]] \
+        || die 2 "--client-id '$client_id' is not a GUID (copy the 'Application (client) ID' from the app registration's Overview page)"
 
     if [[ -n "$root" ]]; then
         mkdir -p -- "$root"

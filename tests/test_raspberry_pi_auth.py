@@ -194,7 +194,7 @@ def test_sign_in_end_to_end_then_again_without_a_new_code(
     typo = run(["bash", str(checkout / "raspberry-pi-auth.sh"), "--root", str(root),
                 "--profile", "typo", "--tenant-id", TENANT, "--client-id", "11111111-2222"], env)
     assert typo.returncode == 2, typo.stderr
-    assert "client id '11111111-2222' is not a GUID" in typo.stderr
+    assert "'11111111-2222' is not a GUID" in typo.stderr
     assert recorded(calls) == []
 
 
@@ -277,6 +277,17 @@ def test_missing_client_id_fails_before_installing(checkout: Path, root: Path, t
     assert result.stderr.strip() == (
         "raspberry-pi-auth.sh: error: --client-id is required to create the profile 'raspberry-pi' "
         "(pass --client-id or set CLIENT_ID: the Application (client) ID of your public-client app registration)")
+    assert not (root / "opt/entra-agent").exists() and recorded(calls) == []
+
+
+def test_a_client_id_that_is_not_a_guid_fails_before_installing(checkout: Path, root: Path,
+                                                                 tmp_path: Path) -> None:
+    """Checked first: on a Pi the install takes minutes, and the mistake is in the command line."""
+    calls = tmp_path / "systemctl.calls"
+    result = run(["bash", str(checkout / "raspberry-pi-auth.sh"), "--root", str(root), "--no-apt",
+                  "--tenant-id", TENANT, "--client-id", "my-app"], script_env(calls))
+    assert result.returncode == 2
+    assert "--client-id 'my-app' is not a GUID" in result.stderr
     assert not (root / "opt/entra-agent").exists() and recorded(calls) == []
 
 
