@@ -123,6 +123,9 @@ def test_unit_settings_the_agent_and_the_board_rely_on() -> None:
     assert one("ProtectSystem") == "strict" and one("PrivateTmp") == "yes"
     assert "LG_WD=/tmp" in values("Environment") and one("WorkingDirectory") == "/tmp"
     assert "PYTHONUNBUFFERED=1" in values("Environment")
+    # Enabled before setup: skipped, not failed, until a profile exists (agent/paths.py's root path).
+    from agent.paths import ROOT_CONFIG_DIR
+    assert one("ConditionPathExists", "Unit") == str(ROOT_CONFIG_DIR / "profiles.toml")
 
 
 def test_verify_is_clean(tmp_path: Path) -> None:
