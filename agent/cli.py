@@ -232,16 +232,16 @@ def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = 
         tokens = client.poll(authorization, on_wait=on_wait,
                              tick=1.0 if progress.tty or screen is not None else None)
     except CodeExpired:
-        _show(screen, ExpiredView())
+        _show(screen, ExpiredView(button=False))
         raise CodeExpired("Device code expired. Please try again.",
                           f"run: {PROG} get-token --flow device-code --profile {client.profile.name}") from None
     except AuthorizationDeclined as exc:
-        _show(screen, DeclinedView())
+        _show(screen, DeclinedView(button=False))
         raise AuthorizationDeclined(
             exc.message, f"run: {PROG} get-token --flow device-code --profile {client.profile.name} "
                          "to try again", description=exc.description, aadsts=exc.aadsts) from None
     except (CancelledError, KeyboardInterrupt):
-        _show(screen, CancelledView())
+        _show(screen, CancelledView(button=False))
         raise
     except AgentError as exc:
         _show(screen, ErrorView(exc.message))

@@ -182,6 +182,7 @@ class Service:
         self._refresh_at: float | None = None
         self._retry_sign_in_at: float | None = None
         self._tick_at: float | None = None
+        self._stopped_view: ui.View | None = None     # what a stopped sign-in shows, to tick
         self._display_at: float | None = None
         self._watchdog_every = watchdog_interval()
         self._watchdog_at: float | None = now if self._watchdog_every else None
@@ -451,6 +452,13 @@ class Service:
         if self.state == AWAITING_USER and self._authorization is not None:
             show(self.presenter, sign_in_view(self._authorization, self.clock))
             return
+        if self.state == SIGN_IN_STOPPED and self._stopped_view is not None \
+                and self._retry_sign_in_at is not None:
+            # "new code in 14m 59s" counts down like the sign-in code does.
+            left = max(0.0, self._retry_sign_in_at - self.clock.monotonic())
+            show(self.presenter, stopped_view(self._stopped_view, button=self.button is not None,
+                                              retry_in=left))
+            return
         self._tick_at = None
 
     def _can_upload(self) -> bool:
@@ -637,6 +645,7 @@ class Service:
 
     def _retry_code_at(self, delay: float) -> None:
         # Reuse the sign_in_stopped retry timer without showing "stopped".
+        self._stopped_view = None
         self._retry_sign_in_at = self.clock.monotonic() + delay
         self._enter(SIGN_IN_STOPPED, view=None)
 
@@ -814,7 +823,8 @@ class Service:
 
     def _stopped(self, view: ui.View) -> None:
         self._cancel_attempt()
-        self._tick_at = None
+        self._stopped_view = view
+        self._tick_at = self.clock.monotonic() + 1.0
         self._retry_sign_in_at = self.clock.monotonic() + self.sign_in_retry_delay
         self._enter(SIGN_IN_STOPPED, view=stopped_view(
             view, button=self.button is not None, retry_in=self.sign_in_retry_delay))

@@ -8,6 +8,7 @@ left, ages), so drawing a view is a pure function of the view and a size.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from dataclasses import dataclass
@@ -246,6 +247,9 @@ class ConsolePresenter:
         if isinstance(view, StatusView):
             # Ages tick every second; print when the substance changes.
             key = (type(view), view.account, view.outbox_depth == 0, view.mqtt_connected)
+        elif isinstance(view, (ExpiredView, DeclinedView, CancelledView, ErrorView)):
+            # "new code in 14m 59s" ticks each second on a screen; a log needs it once.
+            key = dataclasses.replace(view, retry_in=None)
         elif isinstance(view, OfflineView):
             # Depth and retry time change at every attempt; the reason is the news.
             key = (type(view), view.reason)

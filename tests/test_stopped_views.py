@@ -74,3 +74,48 @@ def test_service_with_a_button_says_press_and_timer(make_service, idp):  # noqa:
     service = make_service(pin_factory=MockFactory(), extra="[button]\npin = 17\n")
     assert service.run_until(in_state(SIGN_IN_STOPPED), 5000)
     assert service.presenter.last == ui.ExpiredView(button=True, retry_in=SIGN_IN_RETRY_DELAY)
+
+
+def test_the_retry_countdown_ticks_on_screen_and_prints_once_on_a_console(agent_dirs, fake_clock, idp):
+    """'new code in 14m 59s' counts down on a screen; a console (the journal) gets it once."""
+    import io
+    from agent import paths, ui
+    from agent.auth.tokens import TokenClient
+    from agent.config import load_config
+    from agent.profiles import Profile, ProfileStore
+    from agent.service import SIGN_IN_STOPPED, Service
+    from agent.notify import Notifier
+    from agent.tokenstore import TokenStore
+
+    class Both:
+        def __init__(self):
+            self.views, self.console = [], ui.ConsolePresenter(io.StringIO(), interactive=False)
+
+        def show(self, view):
+            self.views.append(view)
+            self.console.show(view)
+
+        def wake(self):
+            pass
+
+        def close(self):
+            pass
+
+    paths.config_dir().mkdir(parents=True, exist_ok=True)
+    store = ProfileStore(paths.profiles_file())
+    store.save(Profile(name="default", client_id="00000000-0000-0000-0000-000000000001",
+                       tenant_id="organizations", authority_host=idp.base_url))
+    (paths.config_dir() / "agent.toml").write_text('device_id = "d"\n[[sensors]]\ntype = "uptime"\n')
+    face = Both()
+    service = Service(load_config(paths.config_file()), clock=fake_clock, notifier=Notifier(None),
+                      token_client=TokenClient(store.get("default"), store=TokenStore(paths.token_dir()),
+                                               clock=fake_clock), presenter=face)
+    assert service.run_until(lambda s: idp.pending_user_codes(), 2000)
+    idp.expire()
+    assert service.run_until(lambda s: s.state == SIGN_IN_STOPPED, 2000)
+    assert service.run_until(lambda s: sum(isinstance(v, ui.ExpiredView) for v in face.views) >= 5, 2000)
+    lefts = [v.retry_in for v in face.views if isinstance(v, ui.ExpiredView)]
+    assert lefts == sorted(lefts, reverse=True) and lefts[0] - lefts[-1] >= 3
+    assert face.console._stream.getvalue().count("Device code expired") == 1
+    service.stop()
+    service.run_until(lambda s: s.finished, 2000)
