@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # Pillow is imported lazily: the agent runs without it.
 
 __all__ = [
     "Box", "Block", "Line", "font", "scalable_fonts", "wrap", "fit_column", "drawn",
-    "ELLIPSIS", "MIN_SPACE",
+    "ELLIPSIS", "MIN_SPACE", "shorten_account",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,9 @@ class Block:
     and before ``@``). A block that is not ``required`` may be dropped when
     space runs out, lowest ``priority`` first; an ``ellipsize`` block may, as
     the last resort, be cut to ``max_lines`` lines ending in an ellipsis.
+    A ``shorten`` block (an account on the status screen) may instead be
+    shown as one line by :func:`shorten_account` *before* any optional block
+    is dropped: the other rows matter more than the whole account.
     """
 
     text: str
@@ -102,6 +105,7 @@ class Block:
     max_lines: int = 4
     grow: bool = False
     align: str = "center"           # "center" or "left"
+    shorten: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,15 +221,23 @@ def _tokens(text: str, mode: str) -> list[str]:
 def wrap(text: str, width: int, fits: "callable[[str], bool]", mode: str) -> list[str] | None:
     """Break *text* into lines for which ``fits(line)`` holds.
 
-    *mode* as in :class:`Block`. Words too long for a line are broken at
-    ``/ . -`` and then, if need be, between characters. Returns None when the
-    text cannot be shown that way (``mode="none"`` and it does not fit).
+    *mode* as in :class:`Block`, or ``"boundary"`` (like ``"path"`` but never
+    inside a word) or ``"chars"`` (fill every line, breaking anywhere). Words
+    too long for a line are broken at ``/ . -`` and then, if need be, between
+    characters. Returns None when the text cannot be shown that way
+    (``mode="none"`` and it does not fit, ``"boundary"`` and a piece does not).
     """
     if fits(text):
         return [text]
     if mode == "none":
         return None
-    if mode == "chars":
+    if mode == "boundary":
+        # An address broken only at spaces, after "/ . - _ ? & =" or before
+        # "@", never inside a word; None when a piece is wider than a line.
+        tokens = [piece for word in _tokens(text, "words") for piece in _tokens(word, "path")]
+        if not all(fits(token.rstrip(" ")) for token in tokens):
+            return None
+    elif mode == "chars":
         # Fill every line: the densest way to show an address on a tiny panel.
         out, chunk = [], ""
         for ch in text:
@@ -234,23 +246,24 @@ def wrap(text: str, width: int, fits: "callable[[str], bool]", mode: str) -> lis
                 chunk = ""
             chunk += ch
         return out + [chunk]
-    tokens: list[str] = []
-    for token in _tokens(text, mode):
-        if fits(token.rstrip(" ")):
-            tokens.append(token)
-            continue
-        # Too long on its own: an address inside a sentence, then characters.
-        for part in _tokens(token, "path"):
-            if fits(part.rstrip(" ")):
-                tokens.append(part)
+    else:
+        tokens = []
+        for token in _tokens(text, mode):
+            if fits(token.rstrip(" ")):
+                tokens.append(token)
                 continue
-            chunk = ""
-            for ch in part:
-                if chunk and not fits(chunk + ch):
-                    tokens.append(chunk)
-                    chunk = ""
-                chunk += ch
-            tokens.append(chunk)
+            # Too long on its own: an address inside a sentence, then characters.
+            for part in _tokens(token, "path"):
+                if fits(part.rstrip(" ")):
+                    tokens.append(part)
+                    continue
+                chunk = ""
+                for ch in part:
+                    if chunk and not fits(chunk + ch):
+                        tokens.append(chunk)
+                        chunk = ""
+                    chunk += ch
+                tokens.append(chunk)
     lines: list[str] = []
     current = ""
     for token in tokens:
@@ -278,6 +291,52 @@ def ellipsize(lines: list[str], max_lines: int, fits: "callable[[str], bool]",
     return kept
 
 
+# An account shortened to one line keeps at least this many characters of
+# its local part: fewer ("fi…") no longer says whose account it is.
+_MIN_HEAD = 8
+
+
+def shorten_account(text: str, fits: "callable[[str], bool]", ellipsis: str = ELLIPSIS) -> str:
+    """*text* (an account such as ``jane.doe@contoso.com``) as one line that fits.
+
+    The rule, first that fits wins:
+
+    1. the whole account;
+    2. the start of the local part, an ellipsis, and the end of the domain
+       in whole labels: as many trailing labels as leave room for at least
+       :data:`_MIN_HEAD` characters of the local part, but never fewer than
+       the last two (``firstname.lastn…onmicrosoft.com``), with as much of
+       the local part as then fits;
+    3. the local part alone (``firstname.lastname``), cut at its end with an
+       ellipsis when even that is too wide.
+
+    Without an ``@`` (not an email-style name) it is the start, an ellipsis
+    and as much of the end as fits, else the start cut at its end.
+    """
+    if fits(text):
+        return text
+    local, at, domain = text.rpartition("@")
+    if not at:
+        local, domain = text, ""
+        tails = [text[-n:] for n in range(len(text) // 2, 3, -1)]
+    else:
+        labels = domain.split(".")
+        tails = [".".join(labels[i:]) for i in range(0, max(1, len(labels) - 1))]
+    for tail in tails:
+        if not fits(local[:_MIN_HEAD] + ellipsis + tail):
+            continue
+        head = local[:_MIN_HEAD]
+        while len(head) < len(local) and fits(local[:len(head) + 1] + ellipsis + tail):
+            head = local[:len(head) + 1]
+        return head + ellipsis + tail
+    if fits(local):
+        return local
+    head = local
+    while head and not fits(head + ellipsis):
+        head = head[:-1]
+    return head + ellipsis
+
+
 @dataclass
 class _Placed:
     block: Block
@@ -288,12 +347,22 @@ class _Placed:
     gap: int            # pixels between this block's lines
 
 
+# How an address or account ("path" block) may break, from best to worst:
+# only between words ("boundary"), between words and inside a word too long
+# for a line ("loose"), or anywhere, filling every line ("dense").
+_PATH_WRAP = {"boundary": "boundary", "loose": "path", "dense": "chars"}
+
+
 def _place_block(block: Block, size: int, width: int, clip: int, mode: str,
-                 dense: bool = False) -> _Placed | None:
+                 breaks: str = "loose", short: bool = False) -> _Placed | None:
     def fits(line: str) -> bool:
         return text_width(line, size, mode) <= width
 
-    lines = wrap(block.text, width, fits, "chars" if dense and block.wrap == "path" else block.wrap)
+    if short and block.shorten and not fits(block.text):
+        lines: list[str] | None = [shorten_account(block.text, fits)]
+    else:
+        how = _PATH_WRAP[breaks] if block.wrap == "path" else block.wrap
+        lines = wrap(block.text, width, fits, how)
     if lines is None:
         return None
     limit = min(block.max_lines, clip) if clip and block.ellipsize else block.max_lines
@@ -319,14 +388,14 @@ def _grow_size(block: Block, body: int, width: int, height: int, mode: str) -> i
 
 
 def _try(blocks: Sequence[Block], body: int, width: int, height: int,
-         clip: int, mode: str, dense: bool = False) -> list[_Placed] | None:
+         clip: int, mode: str, breaks: str = "loose", short: bool = False) -> list[_Placed] | None:
     placed: list[_Placed] = []
     for block in blocks:
         if block.scale > 1 and scalable_fonts():
             size = _grow_size(block, body, width, height, mode)
         else:
             size = body
-        p = _place_block(block, size, width, clip, mode, dense)
+        p = _place_block(block, size, width, clip, mode, breaks, short)
         if p is None:
             return None
         placed.append(p)
@@ -336,7 +405,7 @@ def _try(blocks: Sequence[Block], body: int, width: int, height: int,
         if not grown:
             return None
         for i in grown:
-            p = _place_block(placed[i].block, placed[i].size - 1, width, clip, mode, dense)
+            p = _place_block(placed[i].block, placed[i].size - 1, width, clip, mode, breaks, short)
             assert p is not None  # smaller than a size that fitted one line
             placed[i] = p
     return placed
@@ -359,33 +428,43 @@ def _sizes(min_size: int, max_size: int) -> Iterable[int]:
 
 def fit_column(blocks: Sequence[Block], region: Box, *, min_size: int,
                max_size: int, mode: str = "1", clip: bool = True,
-               valign: str = "center") -> list[Line] | None:
+               valign: str = "center", breaks: str = "any") -> list[Line] | None:
     """Lay *blocks* out top to bottom inside *region*, as large as they fit.
 
     Tries, in order: every block at the largest body size from *max_size*
-    down to *min_size*; then the same with optional blocks dropped (lowest
-    ``priority`` first); then with ``ellipsize`` blocks cut short. Returns
-    the placed lines, or None when even that does not fit. With
+    down to *min_size*; then with a ``shorten`` block on one line
+    (:func:`shorten_account`); then the same with optional blocks dropped
+    (lowest ``priority`` first); then with ``ellipsize`` blocks cut short.
+    Returns the placed lines, or None when even that does not fit. With
     ``clip=False`` nothing is ellipsized (try a smaller *min_size* first).
+
+    *breaks* says how addresses ("path" blocks) may break: ``"boundary"``
+    only between words (``login.`` + ``microsoftonline.us/``), ``"any"``
+    also inside a word and then anywhere. Callers try ``"boundary"`` at
+    every size they allow before ``"any"``: a word broken in two reads far
+    worse than a slightly smaller font.
     """
     optional = sorted((b for b in blocks if not b.required), key=lambda b: b.priority)
-    attempts: list[tuple[list[Block], int, bool]] = []
-    for dense in (False, True):
-        if dense and not any(b.wrap == "path" for b in blocks):
-            continue
-        # Then: addresses broken anywhere, filling each line.
+    has_path = any(b.wrap == "path" for b in blocks)
+    has_short = any(b.shorten for b in blocks)
+    phases = ["boundary"] if breaks == "boundary" or not has_path else ["loose", "dense"]
+    attempts: list[tuple[list[Block], int, str, bool]] = []
+    for phase in phases:
         for dropped in range(len(optional) + 1):
             gone = {id(b) for b in optional[:dropped]}
-            attempts.append(([b for b in blocks if id(b) not in gone], 0, dense))
+            active = [b for b in blocks if id(b) not in gone]
+            attempts.append((active, 0, phase, False))
+            if has_short:
+                attempts.append((active, 0, phase, True))
     # Last resort: cut ellipsizable blocks (an account name) a line at a time.
     longest = max((b.max_lines for b in blocks if b.ellipsize), default=0) if clip else 0
     for limit in range(longest, 0, -1):
         for dropped in range(len(optional) + 1):
             gone = {id(b) for b in optional[:dropped]}
-            attempts.append(([b for b in blocks if id(b) not in gone], limit, False))
-    for active, limit, dense in attempts:
+            attempts.append(([b for b in blocks if id(b) not in gone], limit, phases[0], False))
+    for active, limit, phase, short in attempts:
         for body in _sizes(min_size, max_size):
-            placed = _try(active, body, region.width, region.height, limit, mode, dense)
+            placed = _try(active, body, region.width, region.height, limit, mode, phase, short)
             if placed is not None:
                 order = {id(b): i for i, b in enumerate(blocks)}
                 return _arrange(placed, body, region, valign, mode, order)

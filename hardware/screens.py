@@ -184,8 +184,13 @@ def _blocks(view: View, stand_in: bool = False) -> list[Block]:
             blocks = [
                 Block(view.device_id, "title", required=False, priority=1,
                       ellipsize=True, max_lines=1, align="left"),
+                # Every row below matters more on the steady screen than the
+                # whole account: when it does not fit as wrapped, it is one
+                # line shortened by layout.shorten_account (start of the local
+                # part + end of the domain, else the local part) before any
+                # optional row is dropped.
                 Block(view.account or "?", "body", wrap="path", ellipsize=True,
-                      max_lines=3, align="left"),
+                      max_lines=3, align="left", shorten=True),
                 Block(f"Sent {last}", "good" if view.last_upload_age is not None else "warn",
                       wrap="none", align="left"),
                 Block(f"{_count(view.outbox_depth)} waiting",
@@ -389,8 +394,13 @@ def _plan_blocks(blocks: tuple[Block, ...], payload: str | None, size: tuple[int
         return _plan_sign_in(payload, size, mode, list(blocks))
     # First at a comfortable size (dropping optional lines if need be), then
     # down to the smallest legible size.
-    for min_size, clip in dict.fromkeys(((pref, False), (lo, False), (lo, True))):
-        lines = fit_column(blocks, inner, min_size=min_size, max_size=hi, mode=mode, clip=clip)
+    # Addresses and accounts break only between words at every size first;
+    # inside a word, and cut short, only after that.
+    tries = ((pref, False, "boundary"), (lo, False, "boundary"),
+             (pref, False, "any"), (lo, False, "any"), (lo, True, "any"))
+    for min_size, clip, breaks in dict.fromkeys(tries):
+        lines = fit_column(blocks, inner, min_size=min_size, max_size=hi, mode=mode, clip=clip,
+                           breaks=breaks)
         if lines is not None:
             return Plan(size, tuple(lines))
     raise LayoutError(f"{blocks[0].text!r} screen does not fit {size[0]}x{size[1]}")
@@ -417,8 +427,13 @@ def _plan_sign_in(payload: str, size: tuple[int, int], mode: str,
         body = min(line.size for line in lines if line.role == "body")
         return code, body
 
+    # The address breaks only between words (after "/ . -", before "@") at
+    # every font size down to the smallest legible one before it may break
+    # inside a word; the QR code stays wherever it fits either way.
     best: tuple[tuple[int, ...], Plan] | None = None
-    for min_size, min_scale in dict.fromkeys(((pref, target), (lo, target), (lo, 1))):
+    tiers = ((pref, target), (lo, target), (lo, 1))
+    for min_size, min_scale, breaks in dict.fromkeys(
+            (size, scale, breaks) for breaks in ("boundary", "any") for size, scale in tiers):
         for bar in (True, False):
             area, bar_spec = with_bar(inner) if bar else (inner, None)
             for arrangement in ("side", "stack"):
@@ -436,7 +451,8 @@ def _plan_sign_in(payload: str, size: tuple[int, int], mode: str,
                         left = area.left + (area.width - px) // 2
                         qr_box = Box(left, area.top, left + px, area.top + px, "qr", payload)
                         text = Box(area.left, qr_box.bottom + gap, area.right, area.bottom, "region")
-                    lines = fit_column(blocks, text, min_size=min_size, max_size=hi, mode=mode)
+                    lines = fit_column(blocks, text, min_size=min_size, max_size=hi, mode=mode,
+                                       breaks=breaks)
                     if lines is None:
                         break  # a bigger QR code only leaves less room
                     code, body = sizes(lines)
@@ -451,10 +467,12 @@ def _plan_sign_in(payload: str, size: tuple[int, int], mode: str,
     # No QR code: on a 128x32 panel even one pixel per module (41 px with the
     # quiet zone for a typical address) is taller than the screen, and the
     # code and address as text are what RFC 8628 requires anyway.
-    for min_size in dict.fromkeys((pref, lo)):
+    for breaks, min_size in dict.fromkeys(
+            (breaks, size) for breaks in ("boundary", "any") for size in (pref, lo)):
         for bar in (True, False):
             area, bar_spec = with_bar(inner) if bar else (inner, None)
-            lines = fit_column(blocks, area, min_size=min_size, max_size=hi, mode=mode)
+            lines = fit_column(blocks, area, min_size=min_size, max_size=hi, mode=mode,
+                               breaks=breaks)
             if lines is not None:
                 return Plan(size, tuple(lines), None, bar_spec)
     raise LayoutError(f"sign-in screen does not fit {size[0]}x{size[1]}")

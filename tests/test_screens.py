@@ -18,6 +18,7 @@ from agent.ui import (
 )
 from hardware import screens
 from hardware.console import half_blocks
+from hardware import layout as layout_module
 from hardware.layout import ELLIPSIS
 from hardware.screens import (
     GEOMETRIES, LONG_ACCOUNT, SAMPLES, USGOV_DEVICE_URI, display_address, display_code,
@@ -311,3 +312,101 @@ def test_countdown_ticks_without_moving_anything_else():
     assert same == [(x.text, x.box) for x in b.lines if not x.text.startswith("expires")]
     status = plan(replace(SAMPLES["status"], last_upload_age=7), (128, 64), "1")
     assert "Sent 7s ago" in [line.text for line in status.lines]
+
+
+def _breaks_inside_a_word(lines: list[str]) -> list[tuple[str, str]]:
+    """Consecutive lines of an address that split a word (not after ``/ . -`` ..., not before ``@``)."""
+    return [(a, b) for a, b in zip(lines, lines[1:])
+            if a[-1] not in layout_module._BREAK_AFTER and b[0] not in layout_module._BREAK_BEFORE]
+
+
+# Where the address may still break inside a word: the 84x48 panel has no
+# room for whole pieces, and the 96x64 keeps its QR code (52 px beside it are
+# narrower than "microsoftonline." at the smallest legible size).
+_MID_WORD_ALLOWED = {(84, 48), (96, 64)}
+
+
+@pytest.mark.parametrize("geometry", PIXEL, ids=lambda g: g.name + g.mode)
+@pytest.mark.parametrize("name", [n for n, v in ALL_VIEWS.items() if isinstance(v, SignInView)])
+def test_address_breaks_between_words_when_that_fits(name, geometry):
+    view = ALL_VIEWS[name]
+    p = plan(view, geometry.size, geometry.mode)
+    address = [line.text for line in p.lines if line.block == 1]
+    assert "".join(address) == display_address(view.verification_uri)
+    if geometry.size in _MID_WORD_ALLOWED:
+        return
+    assert _breaks_inside_a_word(address) == [], address
+
+
+def test_sign_in_128x64_reads_whole_words_and_keeps_its_qr_code():
+    p = plan(SAMPLES["sign-in"], (128, 64), "1")
+    address = [line.text for line in p.lines if line.block == 1]
+    assert address == ["login.", "microsoftonline.", "us/common/", "oauth2/", "deviceauth"]
+    assert min(line.size for line in p.lines if line.block == 1) >= screens.MIN_FONT
+    assert p.qr is not None and p.qr.box.right == 127, "the QR code stays at the right edge"
+    code = next(line for line in p.lines if line.role == "big")
+    assert code.text == "FJ8ZK3ZUS" and code.size >= 15
+
+
+def test_mid_word_breaks_remain_the_last_resort_on_the_smallest_panel():
+    p = plan(SAMPLES["sign-in"], (84, 48), "1")
+    address = [line.text for line in p.lines if line.block == 1]
+    assert "".join(address) == display_address(USGOV_DEVICE_URI)
+    assert _breaks_inside_a_word(address), "84x48 fits the address only broken anywhere"
+
+
+@pytest.mark.parametrize("size,mode", [((128, 64), "1"), ((96, 64), "RGB")])
+@pytest.mark.parametrize("name", ["status", "status-offline-mqtt"])
+def test_status_keeps_every_field_and_shortens_the_account_first(name, size, mode):
+    view = ALL_VIEWS[name]
+    p = plan(view, size, mode)
+    texts = [line.text for line in p.lines]
+    last = f"Sent {screens._format_duration(view.last_upload_age)} ago"
+    waiting = f"{view.outbox_depth:,} waiting"
+    mqtt = "MQTT " + ("connected" if view.mqtt_connected else "offline")
+    token = f"Token {screens._format_duration(view.token_valid_for)}"
+    for field in (last, waiting, mqtt, token):
+        assert field in texts, f"{field!r} missing at {size}: {texts}"
+    account = [line for line in p.lines if line.block == 1]
+    assert len(account) == 1, "the account gives way first: one line"
+    assert account[0].text.startswith("firstname.")
+    boxes = [line.box for line in p.lines]
+    for box in boxes:
+        assert box.inside(size)
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b)
+
+
+def test_status_shows_the_whole_account_where_there_is_room():
+    account = [line.text for line in plan(SAMPLES["status"], (320, 240), "RGB").lines
+               if line.block == 1]
+    assert "".join(account) == LONG_ACCOUNT
+    assert _breaks_inside_a_word(account) == []
+
+
+def _chars(n: int):
+    return lambda text: len(text) <= n
+
+
+@pytest.mark.parametrize("account,width,expected", [
+    ("jane.doe@contoso.com", 30, "jane.doe@contoso.com"),                      # fits whole
+    ("averylongname.person@contoso.com", 24, "averylongnam…contoso.com"),       # start … domain end
+    (LONG_ACCOUNT, 40, "firstname.lastna…contoso.onmicrosoft.com"),             # most labels that leave 8
+    (LONG_ACCOUNT, 26, "firstname.…onmicrosoft.com"),                           # never fewer than two labels
+    (LONG_ACCOUNT, 23, "firstname.lastname-con…"),                              # local part, cut at its end
+    ("firstname.lastname@a-very-long-domain-name.example", 20, "firstname.lastname"),  # the local part whole
+    ("ab@x", 2, "ab"),
+    ("abcd@x", 3, "ab…"),
+])
+def test_shorten_account_rule(account, width, expected):
+    out = layout_module.shorten_account(account, _chars(width))
+    assert out == expected
+    assert len(out) <= width
+
+
+def test_shorten_account_without_an_at_sign_keeps_start_and_end():
+    name = "greenhouse-sensor-north-01-long-device"
+    out = layout_module.shorten_account(name, _chars(20))
+    assert len(out) <= 20 and out.count(ELLIPSIS) == 1
+    head, tail = out.split(ELLIPSIS)
+    assert name.startswith(head) and name.endswith(tail) and len(head) >= 8 and tail
