@@ -2,8 +2,10 @@
 
 The screens module says *what* a screen shows as a list of :class:`Block`
 values; :func:`fit_column` finds the largest font size at which those blocks
-fit a rectangle, wrapping where sensible, dropping optional blocks and, as the
-very last resort, ellipsizing a block that allows it. Every line it places is
+fit a rectangle, wrapping where sensible (an address between words at every
+size before inside a word), shortening an account to one line before
+dropping optional blocks and, as the very last resort, ellipsizing a block
+that allows it. Every line it places is
 returned as a :class:`Line` whose ``box`` is the exact ink bounding box, so
 tests (and :func:`hardware.screens.render`) can check that nothing leaves the
 canvas or overlaps.
