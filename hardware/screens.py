@@ -456,10 +456,18 @@ def _plan_sign_in(payload: str, size: tuple[int, int], mode: str,
                     if lines is None:
                         break  # a bigger QR code only leaves less room
                     code, body = sizes(lines)
-                    # Biggest code first (it is what people type), then the
-                    # address, then the QR code; the bar is worth 2 px of code.
-                    score = (code + 2 * int(bar), body, scale)
-                    candidate = Plan(size, tuple(lines), QrPlacement(qr_box, scale, payload), bar_spec)
+                    shown_bar = bar_spec
+                    if shown_bar is None and arrangement == "side" \
+                            and area.bottom - qr_box.bottom >= bar_h + gap:
+                        # No room for a full-width bar under the text: the time
+                        # left still shows, as a bar under the QR code.
+                        track = Box(qr_box.left, area.bottom - bar_h, qr_box.right, area.bottom, "bar")
+                        shown_bar = (track, fraction)
+                    # The time left first (the countdown or bar, and
+                    # a person's only warning), then the biggest code (it is
+                    # what people type), then the address, then the QR code.
+                    score = (int(shown_bar is not None), code, body, scale)
+                    candidate = Plan(size, tuple(lines), QrPlacement(qr_box, scale, payload), shown_bar)
                     if best is None or score > best[0]:
                         best = (score, candidate)
         if best is not None:

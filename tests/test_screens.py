@@ -410,3 +410,21 @@ def test_shorten_account_without_an_at_sign_keeps_start_and_end():
     assert len(out) <= 20 and out.count(ELLIPSIS) == 1
     head, tail = out.split(ELLIPSIS)
     assert name.startswith(head) and name.endswith(tail) and len(head) >= 8 and tail
+
+
+def test_every_sign_in_screen_shows_the_time_left():
+    """The countdown or bar is a person's only warning; 128x32 alone has no room (code and
+    address come first there, as RFC 8628 §3.3.1 wants the code as text)."""
+    from hardware.screens import GEOMETRIES, SAMPLES, layout
+    from agent.ui import SignInView
+    missing = []
+    for name, view in SAMPLES.items():
+        if not isinstance(view, SignInView):
+            continue
+        for g in GEOMETRIES:
+            if g.mode == "text" or g.size == (128, 32):
+                continue
+            boxes = layout(view, g.size, g.mode)
+            if not any(b.kind == "bar" or "expires" in (b.text or "") for b in boxes):
+                missing.append(f"{name}@{g.name}{g.mode}")
+    assert missing == []
