@@ -59,12 +59,15 @@ def wait_until(predicate, timeout=10.0):
 
 def test_online_and_state_are_retained(mosquitto, mqtt_subscriber):
     pub = make_publisher(mosquitto)
+    early = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/state"])
     pub.start()
     try:
         assert wait_until(lambda: pub.is_connected)
         pub.publish_state({"state": "awaiting_user", "user_code": "ABCD-EFGH",
                            "verification_uri": "https://microsoft.com/devicelogin",
                            "access_token": "eyJ-secret", "device_code": "dc-secret"})
+        # Once a live subscriber has it, the broker holds it: no race with the publish.
+        early.wait_for("entra-agent/dev-1/state", lambda m: b"awaiting_user" in m.payload)
         # A subscriber that arrives later gets both as retained messages.
         sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/#"])
         avail = sub.wait_for("entra-agent/dev-1/availability")
@@ -178,6 +181,9 @@ def test_broker_restart_republishes(mosquitto, mqtt_subscriber):
         pub.publish_state({"state": "signed_in", "outbox_depth": 3})
         mosquitto.restart()          # persistence off: every retained message is gone
         assert wait_until(lambda: changes[-2:] == [False, True], timeout=15)
+        # A live subscriber first: once it has the republished state, the broker keeps it.
+        mqtt_subscriber(mosquitto, ["entra-agent/dev-1/state"]).wait_for(
+            "entra-agent/dev-1/state", lambda m: b'"outbox_depth":3' in m.payload.replace(b" ", b""))
         sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/#"])
         assert sub.wait_for("entra-agent/dev-1/availability").text == "online"
         state = sub.wait_for("entra-agent/dev-1/state")
@@ -212,10 +218,14 @@ def test_down_broker_never_blocks_and_connects_later(tmp_path_factory, mqtt_subs
 def test_home_assistant_discovery(mosquitto, mqtt_subscriber):
     sensors = [SensorInfo("cpu_temperature", "°C"), SensorInfo("soil moisture", "%")]
     pub = make_publisher(mosquitto, homeassistant_discovery=True, sensors=sensors)
+    early = mqtt_subscriber(mosquitto, ["homeassistant/sensor/#", "entra-agent/dev-1/readings"])
     pub.start()
     try:
         assert wait_until(lambda: pub.is_connected)
         pub.publish_readings({"cpu_temperature": 48.5, "soil moisture": 31.0})
+        # Once a live subscriber has them, the broker keeps them: no race with the publishes.
+        early.wait_for("homeassistant/sensor/dev-1/state/config")
+        early.wait_for("entra-agent/dev-1/readings")
         sub = mqtt_subscriber(mosquitto, ["homeassistant/sensor/#", "entra-agent/dev-1/readings"])
         state_cfg = sub.wait_for("homeassistant/sensor/dev-1/state/config")
         assert state_cfg.retain
