@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__, paths
-from agent.errors import EXIT_CANCELLED, EXIT_FAILURE, EXIT_USAGE, AgentError
+from agent.errors import EXIT_FAILURE, EXIT_USAGE, AgentError, run_command
 
 __all__ = ["main", "PROG"]
 
@@ -39,25 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        if os.environ.get("DEBUG"):
-            raise
-        print(f"{PROG}: stopped", file=sys.stderr)
-        return EXIT_CANCELLED
-    except AgentError as exc:
-        if os.environ.get("DEBUG"):
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        if os.environ.get("DEBUG"):
-            raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"{PROG}: error: {exc.strerror or exc}{where} (run with DEBUG=1 for details)",
-              file=sys.stderr)
-        return EXIT_FAILURE
+    return run_command(PROG, lambda: args.handler(args), interrupted=f"{PROG}: stopped")
 
 
 def _setup_logging(verbose: int, command: str | None) -> None:

@@ -14,7 +14,6 @@ import argparse
 import io
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any, TextIO
@@ -23,7 +22,7 @@ from agent import __version__, paths, report
 from agent.auth.errors import AuthorizationDeclined, CodeExpired, SignInRequired
 from agent.auth.tokens import TokenClient, TokenSet
 from agent.errors import (
-    EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, AgentError, CancelledError, UsageError,
+    EXIT_OK, EXIT_USAGE, AgentError, CancelledError, UsageError, run_command,
 )
 from agent.profiles import (
     DEFAULT_PROFILE, DEFAULT_SCOPES, FLOWS, Profile, ProfileStore,
@@ -51,24 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        if os.environ.get("DEBUG"):
-            raise
-        print("\nAuthentication cancelled by user", file=sys.stderr)
-        return EXIT_CANCELLED
-    except AgentError as exc:
-        if os.environ.get("DEBUG"):
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        if os.environ.get("DEBUG"):
-            raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"{PROG}: error: {exc.strerror or exc}{where} (run with DEBUG=1 for details)", file=sys.stderr)
-        return 1
+    return run_command(PROG, lambda: args.handler(args),
+                       interrupted="\nAuthentication cancelled by user")
 
 
 def _setup_logging(verbose: int) -> None:

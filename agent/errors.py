@@ -8,6 +8,10 @@ entry points print it as ``prog: error: <line>`` and exit with
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+
 # Exit codes (documented in README.md, "Exit codes").
 EXIT_OK = 0
 EXIT_FAILURE = 1          # anything not listed below
@@ -57,3 +61,30 @@ class CancelledError(AgentError):
     """The person cancelled (Ctrl+C or the button)."""
 
     exit_code = EXIT_CANCELLED
+
+
+def run_command(prog: str, command: Callable[[], int], *, interrupted: str) -> int:
+    """Run a command-line handler at the edge: expected failures become one
+    line ``prog: error: <cause> (<what to do>)`` on stderr and their exit
+    code, Ctrl+C prints *interrupted* and gives 130; no traceback unless
+    ``DEBUG=1``.
+    """
+    try:
+        return command()
+    except KeyboardInterrupt:
+        if os.environ.get("DEBUG"):
+            raise
+        print(interrupted, file=sys.stderr)
+        return EXIT_CANCELLED
+    except AgentError as exc:
+        if os.environ.get("DEBUG"):
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if os.environ.get("DEBUG"):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{prog}: error: {exc.strerror or exc}{where} (run with DEBUG=1 for details)",
+              file=sys.stderr)
+        return EXIT_FAILURE

@@ -114,9 +114,11 @@ class Fault:
     ``Fault.malformed()``, ``Fault.drop()``, ``Fault.delay(2.5)``.
     """
 
+    # Field names differ from the constructors (error(), status()): a field
+    # named like a classmethod would take the method as its default.
     kind: str                                   # "error" | "status" | "malformed" | "drop" | "delay"
-    status: int = 400
-    error: str = ""
+    http_status: int = 400
+    error_code: str = ""
     description: str = ""
     aadsts: int | None = None
     body: str = ""
@@ -126,7 +128,7 @@ class Fault:
     @classmethod
     def error(cls, error: str, description: str = "", *, status: int = 400, aadsts: int | None = None) -> "Fault":
         """An OAuth error body; *aadsts* adds ``AADSTS{n}: `` and ``error_codes: [n]``."""
-        return cls("error", status=status, error=error, description=description, aadsts=aadsts)
+        return cls("error", http_status=status, error_code=error, description=description, aadsts=aadsts)
 
     @classmethod
     def slow_down(cls) -> "Fault":
@@ -136,22 +138,22 @@ class Fault:
     @classmethod
     def status(cls, code: int, body: str = "<html>Service unavailable</html>", headers: Mapping[str, str] | None = None) -> "Fault":
         """A bare HTTP status with *body* (HTML, text or JSON by its first character)."""
-        return cls("status", status=code, body=body, headers=tuple((headers or {}).items()))
+        return cls("status", http_status=code, body=body, headers=tuple((headers or {}).items()))
 
     @classmethod
     def malformed(cls, body: str = "{not json") -> "Fault":
         """200 OK with a body that is not the JSON the client expects."""
-        return cls("malformed", status=200, body=body)
+        return cls("malformed", http_status=200, body=body)
 
     @classmethod
     def drop(cls) -> "Fault":
         """Close the connection with no answer at all (a ConnectionError for the client)."""
-        return cls("drop", status=0)
+        return cls("drop", http_status=0)
 
     @classmethod
     def delay(cls, seconds: float) -> "Fault":
         """Wait *seconds* of real time, then answer normally (to trip client timeouts)."""
-        return cls("delay", status=0, seconds=float(seconds))
+        return cls("delay", http_status=0, seconds=float(seconds))
 
 
 @dataclasses.dataclass
@@ -793,13 +795,13 @@ class _IdpHandler(QuietHandler):
             self.drop()
         elif fault.kind == "error":
             with self.idp._lock:
-                status, body = self.idp._error(fault.error, fault.aadsts, fault.description, fault.status)
+                status, body = self.idp._error(fault.error_code, fault.aadsts, fault.description, fault.http_status)
             self._json(status, body)
         else:
             text = fault.body
             kind = "application/json" if text[:1] in "{[" or fault.kind == "malformed" else (
                 "text/html" if text[:1] == "<" else "text/plain")
-            self.send_bytes(fault.status, text.encode(), f"{kind}; charset=utf-8", dict(fault.headers))
+            self.send_bytes(fault.http_status, text.encode(), f"{kind}; charset=utf-8", dict(fault.headers))
         return True
 
     def do_GET(self) -> None:
@@ -897,7 +899,7 @@ class _IdpHandler(QuietHandler):
                 key = {DEVICE_CODE_GRANT_TYPE: "token.device_code",
                        REFRESH_TOKEN_GRANT_TYPE: "token.refresh_token"}.get(grant_type, "token.other")
                 idp._counts[key] += 1
-                record["status"] = fault.status
+                record["status"] = fault.http_status
         if fault is not None and self._apply_fault(fault):
             return
         with idp._lock:
