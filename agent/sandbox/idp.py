@@ -816,6 +816,8 @@ class _IdpHandler(QuietHandler):
     def _dispatch(self, method: str) -> None:
         try:
             self._route(method)
+        except ConnectionError:
+            return      # the client gave up (its timeout): nobody to answer
         except Exception:
             logger.exception("sandbox identity provider failed on %s %s", method, urlsplit(self.path).path)
             self._json(500, {"error": "server_error", "error_description": "The sandbox failed; see its log."})
