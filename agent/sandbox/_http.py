@@ -14,6 +14,7 @@ import logging
 import selectors
 import socket
 import socketserver
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -90,7 +91,6 @@ class _Server(ThreadingHTTPServer):
         self.server_port = int(port)
 
     def handle_error(self, request: object, client_address: object) -> None:
-        import sys
         if isinstance(sys.exc_info()[1], ConnectionError):
             return      # a client that went away (timeout, dropped) is not a server fault
         logger.exception("sandbox request handler failed")
