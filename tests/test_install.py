@@ -103,13 +103,6 @@ def root(tmp_path: Path) -> Path:
     return make_root(tmp_path / "root")
 
 
-def test_install_sh_is_shellcheck_clean() -> None:
-    shellcheck = shutil.which("shellcheck")
-    assert shellcheck, "shellcheck is not installed (apt-get install shellcheck): CI must have it"
-    result = subprocess.run([shellcheck, "-S", "warning", str(INSTALL)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_install_twice_changes_nothing_and_uninstall_leaves_the_root_as_it_was(
         checkout: Path, root: Path) -> None:
     before = tree(root)
