@@ -51,6 +51,8 @@ Installation:
   --extras LIST        display,gpio (default) or none            env EXTRAS
   --no-apt             do not install Debian packages
   --root DIR           work on a scratch root instead of / (tests)  env ENTRA_AGENT_PREFIX
+                       (this machine's service is left alone: nothing is started or
+                       restarted unless env SYSTEMCTL names a stand-in for systemctl)
 
   --no-start           sign in, but do not start the service
   --yes                do not ask anything (this script never does; kept for scripts)
@@ -118,19 +120,45 @@ main() {
     [[ "$(uname -s)" == "Linux" ]] \
         || die 1 "this is $(uname -s), not Linux (run this script on the Raspberry Pi itself, e.g. over ssh)"
     [[ "$(id -u)" -eq 0 ]] \
-        || die 1 "must run as root: it installs a service and keeps tokens in root-only files (run: sudo $PROG ...)"
-    [[ "$profile" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] \
-        || die 2 "--profile '$profile' is not a valid name (letters, digits, '.', '_', '-')"
+        || die 1 "must run as root: it installs a service and keeps tokens in root-only files (run: sudo ./$PROG ...)"
+    # Every value is checked here, before a minutes-long install on a Pi (the
+    # same rules entra-auth-cli and entra-agent check-config apply later).
+    [[ "$profile" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]] \
+        || die 2 "--profile '$profile' is not a valid name (1-64 letters, digits, '.', '_', '-')"
     [[ -z "$button_pin" || "$button_pin" =~ ^[A-Za-z0-9]+$ ]] \
         || die 2 "--button-pin '$button_pin' is not a pin (a BCM number such as 17, or GPIO17)"
     [[ -z "$tenant_id" || -z "$issuer" ]] \
         || die 2 "--tenant-id and --issuer exclude each other (Entra: --tenant-id; another OpenID provider: --issuer)"
     [[ -z "$cloud" || -n "$issuer" ]] || [[ "$cloud" =~ ^(public|usgov|china)$ ]] \
         || die 2 "--cloud '$cloud' is not one of public, usgov, china"
-    # Checked before a minutes-long install on a Pi: Entra client ids are GUIDs.
+    [[ -z "$tenant_id" ]] || valid_tenant "$tenant_id" \
+        || die 2 "--tenant-id '$tenant_id' is not a GUID, a domain or one of common, organizations, consumers (find it in the Entra admin center under Overview > Tenant ID)"
     local guid='^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$'
     [[ -z "$client_id" || -n "$issuer" || -n "$authority_host" || "$client_id" =~ $guid ]] \
         || die 2 "--client-id '$client_id' is not a GUID (copy the 'Application (client) ID' from the app registration's Overview page)"
+    [[ -z "$client_id" || "$client_id" =~ ^[^[:space:][:cntrl:]]{1,255}$ ]] \
+        || die 2 "--client-id '$client_id' is not valid (give the client id your provider shows for the app)"
+    local url_flag url_value
+    for url_flag in --issuer --authority-host --endpoint; do
+        case "$url_flag" in
+            --issuer) url_value="$issuer" ;;
+            --authority-host) url_value="$authority_host" ;;
+            --endpoint) url_value="$endpoint" ;;
+        esac
+        [[ -z "$url_value" ]] || secure_url "$url_value" \
+            || die 2 "$url_flag '$url_value' is not an https:// URL (plain http only for 127.0.0.1, ::1 and localhost)"
+    done
+    local scope
+    for scope in "${scopes[@]}"; do
+        [[ -n "$scope" && ! "$scope" =~ [[:space:][:cntrl:]\"\\] ]] \
+            || die 2 "--scope '$scope' is not valid (a scope has no spaces or quotes, e.g. https://graph.microsoft.com/User.Read)"
+    done
+    [[ -z "$mqtt_host" || "$mqtt_host" =~ ^[A-Za-z0-9]([A-Za-z0-9._:-]{0,252}[A-Za-z0-9])?$ ]] \
+        || die 2 "--mqtt-host '$mqtt_host' is not a host name or address (e.g. broker.local or 192.168.1.10)"
+    [[ -z "$display" || "$display" =~ ^[A-Za-z0-9_]{1,32}$ ]] \
+        || die 2 "--display '$display' is not a driver name (console, none, framebuffer, ssd1306, sh1106, st7735...)"
+    [[ -z "$extras" || "$extras" =~ ^(none|(display|gpio)(,(display|gpio))*)$ ]] \
+        || die 2 "--extras '$extras' is not display, gpio, display,gpio or none"
 
     if [[ -n "$root" ]]; then
         mkdir -p -- "$root"
@@ -241,21 +269,30 @@ EOF
     esac
 
     # -- service ------------------------------------------------------------
+    # A scratch root has no service of its own to run, and this machine's
+    # must not be touched: only a stand-in named by SYSTEMCTL is called then.
+    local systemctl=(systemctl)
+    if [[ -n "${SYSTEMCTL:-}" ]]; then
+        systemctl=("$SYSTEMCTL")
+    elif [[ -n "$root" ]]; then
+        say "scratch root $root: enabled there, not started (this machine's systemd is left alone)"
+        return 0
+    fi
     if [[ $start -eq 0 ]]; then
-        systemctl enable "$SERVICE" || die 1 "systemctl could not enable $SERVICE (see its message above)"
+        "${systemctl[@]}" enable "$SERVICE" || die 1 "systemctl could not enable $SERVICE (see its message above)"
         say "enabled; not started (--no-start). Start it with: sudo systemctl start $SERVICE"
         return 0
     fi
-    if systemctl is-active --quiet "$SERVICE"; then
+    if "${systemctl[@]}" is-active --quiet "$SERVICE"; then
         say "restarting $SERVICE (new settings and token)"
-        systemctl restart "$SERVICE" \
+        "${systemctl[@]}" restart "$SERVICE" \
             || die 1 "$SERVICE did not restart (see: journalctl -u $SERVICE -n 50 --no-pager)"
     else
         say "starting $SERVICE (and at every boot)"
-        systemctl enable --now "$SERVICE" \
+        "${systemctl[@]}" enable --now "$SERVICE" \
             || die 1 "$SERVICE did not start (see: journalctl -u $SERVICE -n 50 --no-pager)"
     fi
-    systemctl status --no-pager "$SERVICE" || true
+    "${systemctl[@]}" status --no-pager "$SERVICE" || true
     say "done. Follow it with: journalctl -u $SERVICE -f"
 }
 
@@ -316,6 +353,22 @@ install_agent() {
     RASPBERRY_PI_AUTH=1 bash "$installer" --source "$source" "${args[@]}" || die 1 "installation failed (see the message above)"
 }
 
+valid_tenant() {
+    # The rules of agent.auth.endpoints.validate_tenant: a GUID, a domain,
+    # or common / organizations / consumers.
+    local t="$1" guid='^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$'
+    local domain='^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$'
+    [[ "${t,,}" =~ ^(common|organizations|consumers)$ || "$t" =~ $guid ]] && return 0
+    [[ ${#t} -ge 4 && ${#t} -le 253 && "$t" =~ $domain ]]
+}
+
+secure_url() {
+    # https://host..., or plain http on loopback only (agent.auth.endpoints.require_secure).
+    local url="$1"
+    [[ "$url" =~ ^https://[^/?#[:space:]]+([/?#][^[:space:]]*)?$ ]] && return 0
+    [[ "$url" =~ ^http://(127\.[0-9]+\.[0-9]+\.[0-9]+|localhost|\[::1\])(:[0-9]+)?([/?#][^[:space:]]*)?$ ]]
+}
+
 json_has_profile() {
     # Reads `list-profiles --output json` on stdin; true when $2 is in it.
     "$1" -c '
@@ -347,6 +400,10 @@ sys.exit(0 if signed.get(sys.argv[1]) is False else 1)
 set_config() {
     # Set "table.key=value" pairs in agent.toml, keeping every other line
     # (comments included). Written atomically, and only when it changes.
+    # A table the starter file keeps commented out ("# [display]") is
+    # uncommented where it stands, with its key, so the file still reads top
+    # to bottom with one of each table: uncommenting another of its keys
+    # later lands it in that table.
     local python="$1" config="$2"
     shift 2
     [[ -f "$config" ]] || die 3 "$config is missing (run deploy/install.sh, which writes it from the example)"
@@ -355,6 +412,18 @@ import json, os, re, sys, tempfile, tomllib
 
 path, pairs = sys.argv[1], sys.argv[2:]
 HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?\s*(#.*)?$")
+COMMENTED = re.compile(r"^\s*#\s?(\s*\[\s*([A-Za-z0-9_.\-]+)\s*\]\s*(#.*)?)$")
+ANY_HEADER = re.compile(r"^\s*(#\s*)?\[")
+
+
+def uncomment_table(lines, table):
+    """Index of the header line of *table* once uncommented, or None."""
+    for i, line in enumerate(lines):
+        m = COMMENTED.match(line)
+        if m and m.group(2) == table:
+            lines[i] = m.group(1).lstrip()
+            return i
+    return None
 
 
 def encode(key, raw):
@@ -393,11 +462,21 @@ for pair in pairs:
     else:
         start = 0
     if start is None:
-        lines += ["", f"[{table}]", f"{key} = {value}"]
-        continue
-    end = next((i for i, _ in headers if i >= start), len(lines))
-    assign = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    at = next((i for i in range(start, end) if assign.match(lines[i])), None)
+        at_header = uncomment_table(lines, table)
+        if at_header is None:
+            lines += ["", f"[{table}]", f"{key} = {value}"]
+            continue
+        start = at_header + 1
+        # Its block ends at the next header, commented out or not.
+        end = next((i for i in range(start, len(lines)) if ANY_HEADER.match(lines[i])), len(lines))
+        commented = re.compile(rf"^\s*#\s?(\s*{re.escape(key)}\s*=.*)$")
+        at = next((i for i in range(start, end) if commented.match(lines[i])), None)
+        if at is not None:
+            lines[at] = commented.match(lines[at]).group(1).lstrip()
+    else:
+        end = next((i for i, _ in headers if i >= start), len(lines))
+        assign = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        at = next((i for i in range(start, end) if assign.match(lines[i])), None)
     if at is None:
         insert_at = start if table else (headers[0][0] if headers else len(lines))
         lines.insert(insert_at, f"{key} = {value}")

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__, paths
+from agent.argparsing import Parser, add_verbose, verbosity
 from agent.errors import EXIT_FAILURE, EXIT_USAGE, AgentError, run_command
 
 __all__ = ["main", "PROG"]
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``entra-agent``; return the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.command)
+    _setup_logging(verbosity(args), args.command)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -56,7 +57,7 @@ def _setup_logging(verbose: int, command: str | None) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="The entra-device-agent service: sign-in on the device, telemetry, MQTT status.",
         epilog=f"Config: {paths.config_file()} (ENTRA_AGENT_CONFIG overrides). "
@@ -64,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                "6 files, 130 stopped.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output on stderr (never shows tokens)")
+    verbose_help = "more log output on stderr (never shows tokens)"
+    add_verbose(parser, help=verbose_help, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent (what systemd starts)")
@@ -98,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     screens = sub.add_parser("screens", help="draw every screen at every size as PNG files")
     screens.add_argument("--out", type=Path, required=True, metavar="DIR")
     screens.set_defaults(handler=_screens)
+    for command in sub.choices.values():
+        add_verbose(command, help=verbose_help)
     return parser
 
 
@@ -195,12 +198,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _screens(args: argparse.Namespace) -> int:
+    # Pillow, luma and segno are imported as the drawing needs them, so a
+    # missing one shows up inside write_gallery as well as here.
     try:
         from hardware.screens import write_gallery
+
+        written = write_gallery(args.out)
     except ImportError as exc:
-        raise AgentError(f"drawing screens needs Pillow and luma ({exc})",
+        missing = {"PIL": "Pillow"}.get(exc.name or "", exc.name or "Pillow")
+        raise AgentError(f"drawing screens needs Pillow, luma and segno ({missing} is not installed)",
                          "pip install 'entra-device-agent[display]'") from None
-    written = write_gallery(args.out)
     print(f"{len(written)} screens written to {args.out}")
     return 0
 

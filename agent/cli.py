@@ -16,14 +16,17 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from agent import __version__, paths, report
+from agent import __version__, paths, report, termui
+from agent.argparsing import Parser, add_verbose, verbosity
 from agent.auth.errors import AuthorizationDeclined, CodeExpired, SignInRequired
 from agent.auth.tokens import TokenClient, TokenSet
 from agent.errors import (
     EXIT_OK, EXIT_USAGE, AgentError, CancelledError, UsageError, run_command,
 )
+from agent.lockinfo import LockHolder
 from agent.profiles import (
     DEFAULT_PROFILE, DEFAULT_SCOPES, FLOWS, Profile, ProfileStore,
 )
@@ -37,7 +40,6 @@ __all__ = ["main"]
 PROG = "entra-auth-cli"
 log = logging.getLogger(__name__)
 
-SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 #: Without a terminal, how often a progress line is printed, in seconds.
 PLAIN_PROGRESS_EVERY = 60.0
 
@@ -46,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``entra-auth-cli``; return the exit code (see README, "Exit codes")."""
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(verbosity(args))
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return run_command(PROG, lambda: args.handler(args),
-                       interrupted="\nAuthentication cancelled by user")
+    # Ctrl+C ends by SIGINT (after the message), so a calling script stops too.
+    return run_command(PROG, lambda: args.handler(args), resignal=True,
+                       interrupted=getattr(args, "interrupted", "\nAuthentication cancelled by user"))
 
 
 def _setup_logging(verbose: int) -> None:
@@ -60,17 +63,18 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Sign this device in to Microsoft Entra ID (or any OpenID provider "
                     "with a device authorization endpoint) using the device code flow.",
         epilog="Files: profiles in %s, tokens in %s (0600). Exit codes: 0 ok, 1 failure, "
                "2 bad input, 3 profile/config, 4 sign-in declined/expired/required, "
-               "5 network, 6 token file, 130 cancelled." % (paths.profiles_file(), paths.token_dir()),
+               "5 network, 6 token file, 130 cancelled, 141 output closed early."
+               % (paths.profiles_file(), paths.token_dir()),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output on stderr (-vv for debug); never shows tokens")
+    verbose_help = "more log output on stderr (-vv for debug); never shows tokens"
+    add_verbose(parser, help=verbose_help, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("get-token", help="print a token, signing in with a device code if needed",
@@ -110,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-offline-access", action="store_true",
                    help="do not ask for offline_access (no refresh token: sign in every hour)")
     p.add_argument("--force", action="store_true", help="replace a profile of the same name")
-    p.set_defaults(handler=_create_profile)
+    p.set_defaults(handler=_create_profile, interrupted="\nCancelled: no profile was saved")
 
     p = sub.add_parser("list-profiles", help="list profiles and whether each is signed in")
     p.add_argument("--output", choices=("text", "json"), default="text")
@@ -123,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logout", help="forget a profile's saved tokens")
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name (default: %(default)s)")
     p.set_defaults(handler=_logout)
+    for command in sub.choices.values():
+        add_verbose(command, help=verbose_help)
     return parser
 
 
@@ -134,24 +140,51 @@ def _profiles() -> ProfileStore:
 
 def _client(profile: Profile) -> TokenClient:
     from agent.tokenstore import TokenStore
-    return TokenClient(profile, store=TokenStore(paths.token_dir()))
+    return TokenClient(profile, store=TokenStore(paths.token_dir(), on_lock_wait=_say_lock_wait))
+
+
+def _say(line: str) -> None:
+    """One line of what is going on, on stderr."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _say_lock_wait(profile: str, holder: LockHolder | None) -> None:
+    who = holder.describe() if holder else "another process"
+    _say(f"Waiting for the token file of profile '{profile}': {who} is using it "
+         "(Ctrl+C to stop)...")
+
+
+def _waiting_for_provider(client: TokenClient, what: str) -> Any:
+    """Say what is being waited for when the provider is slow to answer."""
+    from urllib.parse import urlsplit
+
+    p = client.profile
+    host = urlsplit(p.issuer or p.authority_host or "").hostname or "the identity provider"
+    if not (p.issuer or p.authority_host):
+        from agent.auth.endpoints import CLOUDS
+        host = urlsplit(CLOUDS.get(p.cloud, "")).hostname or host
+    return termui.notice_after(lambda: _say(f"Waiting for {host} to answer ({what}; "
+                                            "Ctrl+C to stop)..."))
 
 
 class Progress:
     """The seed's waiting experience on stderr: a spinner with the time left
-    on a terminal, a plain line now and then otherwise."""
+    where ``\r`` can overwrite a line (fitted to its width), a plain line now
+    and then otherwise (a pipe, ``TERM=dumb``, a terminal without a width)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, term: termui.Terminal | None = None) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
+        self.term = term or termui.terminal(stream)
+        self.tty = self.term.overwrite
         self._frame = 0
         self._last_plain: float | None = None
 
     def update(self, seconds_left: float) -> None:
         if self.tty:
-            self._frame = (self._frame + 1) % len(SPINNER)
-            self.stream.write(f"\r{SPINNER[self._frame]} Waiting for authentication... "
-                              f"{format_duration(seconds_left)} left   ")
+            self._frame += 1
+            self.stream.write("\r" + termui.spinner_line(self.term, self._frame, seconds_left)
+                              + "\033[K")
             self.stream.flush()
             return
         now = time.monotonic()
@@ -193,18 +226,22 @@ def _open_screen() -> Presenter | None:
 
 def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = None) -> TokenSet:
     err = sys.stderr
-    authorization = client.request_code(scopes or None)
+    with _waiting_for_provider(client, "a sign-in code"):
+        authorization = client.request_code(scopes or None)
 
     def view_now() -> SignInView:
         return report.sign_in_view(authorization, client.clock)
 
     view = view_now()
+    term = termui.terminal(err)
     err.write("To sign in, use a web browser to open the page:\n"
               f"{authorization.verification_uri}\n"
               f"And enter the code: {authorization.user_code}\n\n")
-    err.write(box(view) + "\n")
+    boxed = box(view, term=term)
+    if boxed:
+        err.write(boxed + "\n")
     err.flush()
-    progress = Progress(err)
+    progress = Progress(err, term)
 
     def on_wait(seconds_left: float) -> None:
         progress.update(seconds_left)
@@ -233,7 +270,7 @@ def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = 
         progress.clear()
     _show(screen, SignedInView(tokens.account))
     who = f" as {tokens.account}" if tokens.account else ""
-    err.write(f"✓ Authentication successful{who}!\n"
+    err.write(f"{termui.check_mark(term)} Authentication successful{who}!\n"
               f"Token saved to profile '{client.profile.name}'\n")
     err.flush()
     return tokens
@@ -255,18 +292,44 @@ def _get_token(args: argparse.Namespace) -> int:
                          "or leave --scope out to use the profile's")
     client = _client(profile)
     try:
-        tokens = client.acquire_silent(scopes=scopes or None)
+        with _waiting_for_provider(client, "a token refresh"):
+            tokens = client.acquire_silent(scopes=scopes or None)
     except SignInRequired as exc:
         if client.store.path(profile.name).exists():
             print(f"{exc.message.rstrip('.')}; starting a new sign-in.", file=sys.stderr)
-        screen = _open_screen() if args.display else None
+        tokens = _sign_in_once(client, scopes, display=args.display)
+    _print_token(tokens, profile, client, args.output)
+    return EXIT_OK
+
+
+def _sign_in_once(client: TokenClient, scopes: list[str], *, display: bool) -> TokenSet:
+    """Sign in, one device code flow per profile at a time.
+
+    A second ``get-token`` while one is waiting for a person says so and
+    waits for it; when that one saved a token, it is used (no second code).
+    """
+    name = client.profile.name
+
+    def say_waiting(holder: LockHolder | None) -> None:
+        who = holder.describe() if holder else "another process"
+        _say(f"A sign-in of profile '{name}' is already waiting for a person ({who}); "
+             "waiting for it to finish (Ctrl+C to stop)...")
+
+    with client.store.sign_in_turn(name, on_wait=say_waiting) as waited:
+        if waited:
+            try:
+                tokens = client.acquire_silent(scopes=scopes or None)
+            except SignInRequired:
+                _say("The other sign-in ended without a token; starting a new one.")
+            else:
+                _say(f"Signed in by the other sign-in; using its token for profile '{name}'.")
+                return tokens
+        screen = _open_screen() if display else None
         try:
-            tokens = _sign_in(client, scopes, screen)
+            return _sign_in(client, scopes, screen)
         finally:
             if screen is not None:
                 screen.close()
-    _print_token(tokens, profile, client, args.output)
-    return EXIT_OK
 
 
 def _print_token(tokens: TokenSet, profile: Profile, client: TokenClient, output: str) -> None:
@@ -290,10 +353,26 @@ def _print_token(tokens: TokenSet, profile: Profile, client: TokenClient, output
     print(tokens.access_token)
 
 
-def _ask(label: str, default: str | None = None) -> str:
+def _ask(label: str, default: str | None = None, *, flag: str,
+         check: "Callable[[str], object] | None" = None) -> str:
+    """Ask until *check* accepts the answer (it raises UsageError to refuse);
+    Ctrl+D (end of input) is one line naming *flag*."""
     suffix = f" [{default}]" if default else ""
-    value = input(f"{label}{suffix}: ").strip()
-    return value or (default or "")
+    while True:
+        try:
+            value = input(f"{label}{suffix}: ").strip() or (default or "")
+        except EOFError:
+            sys.stderr.write("\n")
+            raise UsageError(f"no answer for {label.split(' (')[0]} (input ended): no profile was saved",
+                             f"answer the prompt, or give {flag}") from None
+        if check is None:
+            return value
+        try:
+            check(value)
+        except UsageError as exc:
+            _say(f"  {exc}; try again")
+            continue
+        return value
 
 
 def _create_profile(args: argparse.Namespace) -> int:
@@ -306,23 +385,46 @@ def _create_profile(args: argparse.Namespace) -> int:
     if missing and not interactive:
         raise UsageError(f"missing {', '.join(missing)}",
                          "give them as flags; prompting needs a terminal")
+    store = _profiles()
     if missing:
+        from agent.auth.endpoints import require_secure, validate_tenant
+        from agent.profiles import validate_client_id, validate_profile_name, validate_scopes
+
+        def check_name(value: str) -> None:
+            validate_profile_name(value)
+            if not args.force and value in store.names():
+                raise UsageError(f"profile '{value}' already exists",
+                                 "pick another name, or run again with --force to replace it")
+
+        def check_tenant(value: str) -> None:
+            if value.startswith(("https://", "http://")):
+                require_secure(value, "issuer")
+            else:
+                validate_tenant(value)
+
+        def check_scopes(value: str) -> None:
+            if not validate_scopes([value]):
+                raise UsageError("no scope given", "e.g. https://graph.microsoft.com/User.Read")
+
         sys.stderr.write("Creating a device-code profile. The app registration must be a public client "
                          "('Allow public client flows' on).\n")
-        name = name or _ask("Profile name", DEFAULT_PROFILE)
+        name = name or _ask("Profile name", DEFAULT_PROFILE, flag="--name", check=check_name)
         if not tenant and not issuer:
             tenant = _ask("Tenant ID (GUID, domain or 'organizations'; or an https:// issuer URL)",
-                          "organizations")
+                          "organizations", flag="--tenant-id", check=check_tenant)
             if tenant.startswith(("https://", "http://")):
                 tenant, issuer = None, tenant
-        client_id = client_id or _ask("Client ID (Application ID of the app registration)")
+        entra = issuer is None and not args.authority_host
+        client_id = client_id or _ask("Client ID (Application ID of the app registration)",
+                                      flag="--client-id",
+                                      check=lambda value: validate_client_id(value, entra=entra))
         if not scopes:
-            scopes = [_ask("Scopes (delegated permissions, comma-separated)", ",".join(DEFAULT_SCOPES))]
+            scopes = [_ask("Scopes (delegated permissions, comma-separated)", ",".join(DEFAULT_SCOPES),
+                           flag="--scope", check=check_scopes)]
     profile = Profile(name=name, client_id=client_id or "", tenant_id=tenant, cloud=args.cloud,
                       issuer=issuer, authority_host=args.authority_host,
                       scopes=tuple(scopes) or DEFAULT_SCOPES, default_flow=args.default_flow,
                       offline_access=not args.no_offline_access)
-    store = _profiles()
     store.save(profile, replace_existing=args.force)
     saved = store.get(profile.name)
     print(f"Profile '{saved.name}' saved to {store.path} ({saved.authority}, "
@@ -355,20 +457,54 @@ def _list_profiles(args: argparse.Namespace) -> int:
         print(f"No profiles yet (create one: {PROG} create-profile --name NAME --tenant-id ... "
               "--client-id ...)", file=sys.stderr)
         return EXIT_OK
+    for line in _profiles_text(rows, _output_width()):
+        print(line)
+    return EXIT_OK
+
+
+def _output_width() -> int:
+    """Columns of stdout when it is a terminal, else 80 (a pipe, a file, a mail)."""
+    term = termui.terminal(sys.stdout)
+    return term.width or LIST_WIDTH
+
+
+#: Width list-profiles keeps to when stdout is not a terminal.
+LIST_WIDTH = 80
+
+
+def _profiles_text(rows: list[dict[str, Any]], width: int) -> list[str]:
+    """A table when it fits *width*, else one block per profile (name first,
+    so ``list-profiles | grep -q NAME`` works either way)."""
     table = [("NAME", "AUTHORITY", "CLIENT ID", "SCOPES", "SIGNED IN")]
     for r in rows:
         state = {True: r["account"] or "yes", False: "no", None: "? (see warning)"}[r["signed_in"]]
         table.append((r["name"], r["authority"], r["client_id"], " ".join(r["scopes"]), state))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    return EXIT_OK
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    if max(len(line) for line in lines) <= width:
+        return lines
+    out: list[str] = []
+    label_width = 13
+    for r in rows:
+        state = {True: f"signed in as {r['account']}" if r["account"] else "signed in",
+                 False: "not signed in", None: "sign-in unknown (see warning)"}[r["signed_in"]]
+        if out:
+            out.append("")
+        out.append(f"{r['name']}: {state}")
+        for label, values in (("authority", [r["authority"]]), ("client id", [r["client_id"]]),
+                              ("scopes", list(r["scopes"]))):
+            for i, value in enumerate(values):
+                head = f"    {label if i == 0 else '':<{label_width - 4}}"
+                for j, piece in enumerate(termui.split_address(value, max(20, width - len(head)))):
+                    out.append((head if j == 0 else " " * len(head)) + piece)
+    return out
 
 
 def _delete_profile(args: argparse.Namespace) -> int:
     store = _profiles()
     profile = store.get(args.name, hint=f"see: {PROG} list-profiles")
-    _client(profile).sign_out()
+    # Tokens, lock and sign-in files; refused while a sign-in is under way.
+    _client(profile).store.remove_profile(profile.name)
     store.delete(profile.name)
     print(f"Profile '{profile.name}' and its saved tokens deleted", file=sys.stderr)
     return EXIT_OK

@@ -63,19 +63,38 @@ class CancelledError(AgentError):
     exit_code = EXIT_CANCELLED
 
 
-def run_command(prog: str, command: Callable[[], int], *, interrupted: str) -> int:
+#: Output closed early (``get-token | head -c5``): what a process killed by
+#: SIGPIPE shows its shell (128 + 13), as ``cat`` or ``yes`` would.
+EXIT_BROKEN_PIPE = 141
+
+
+def run_command(prog: str, command: Callable[[], int], *, interrupted: str,
+                resignal: bool = False) -> int:
     """Run a command-line handler at the edge: expected failures become one
     line ``prog: error: <cause> (<what to do>)`` on stderr and their exit
     code, Ctrl+C prints *interrupted* and gives 130; no traceback unless
     ``DEBUG=1``.
+
+    *resignal*: after the Ctrl+C message, end by SIGINT itself (default
+    handler, re-raised), so that a calling shell script stops too rather
+    than carrying on (bash ignores a child's exit status 130; it stops for
+    a child killed by SIGINT). The status the caller sees is 130 either way.
+
+    A reader that went away (``| head``) ends the command quietly with 141.
     """
     try:
-        return command()
+        code = command()
+        sys.stdout.flush()          # a closed pipe shows here, not at exit
+        return code
     except KeyboardInterrupt:
         if os.environ.get("DEBUG"):
             raise
         print(interrupted, file=sys.stderr)
+        if resignal:
+            die_by_sigint()
         return EXIT_CANCELLED
+    except BrokenPipeError:
+        return _output_closed()
     except AgentError as exc:
         if os.environ.get("DEBUG"):
             raise
@@ -88,3 +107,38 @@ def run_command(prog: str, command: Callable[[], int], *, interrupted: str) -> i
         print(f"{prog}: error: {exc.strerror or exc}{where} (run with DEBUG=1 for details)",
               file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _output_closed() -> int:
+    # Point stdout at /dev/null so the interpreter's last flush does not
+    # fail again ("Exception ignored ... BrokenPipeError") on its way out.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def die_by_sigint() -> None:
+    """End this process by SIGINT with the default handler (exit status 130).
+
+    Returns only where that cannot happen (not the main thread, or a
+    platform without signals); the caller then returns 130 itself.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    # The default action is immediate for an unblocked signal; should it be
+    # blocked (a parent's sigmask), give up and let the caller return 130.
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -169,6 +169,10 @@ class ProfileStore:
                               "run as root (sudo) or as the user who created the profile") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{self.path}: not valid TOML ({exc})", "fix or delete the file") from None
+        except UnicodeDecodeError as exc:
+            # TOML is UTF-8; `from None`: the error carries the raw bytes.
+            raise ConfigError(f"{self.path}: not UTF-8 text (byte {exc.start} is not valid UTF-8)",
+                              "save it as UTF-8, or fix or delete the file") from None
         profiles = data.get("profiles", {})
         if not isinstance(profiles, dict):
             raise ConfigError(f"{self.path}: 'profiles' must be a table of profiles")

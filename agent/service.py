@@ -1,6 +1,6 @@
 """The agent service: one state machine that ties sign-in, telemetry and status together.
 
-States (DESIGN.md)::
+States (README, "States")::
 
     starting -> signed_in -> (telemetry loop) --refresh fails for good--> sign_in_required
     starting -> sign_in_required -> awaiting_user --approved--> signed_in
@@ -183,6 +183,7 @@ class Service:
         self._retry_sign_in_at: float | None = None
         self._tick_at: float | None = None
         self._stopped_view: ui.View | None = None     # what a stopped sign-in shows, to tick
+        self._token_file_seen: tuple[int, int] | None = None   # while awaiting the user
         self._display_at: float | None = None
         self._watchdog_every = watchdog_interval()
         self._watchdog_at: float | None = now if self._watchdog_every else None
@@ -450,6 +451,8 @@ class Service:
             show(self.presenter, ui.ConfirmSignOutView(seconds_left=left))
             return
         if self.state == AWAITING_USER and self._authorization is not None:
+            if self._signed_in_elsewhere():
+                return
             show(self.presenter, sign_in_view(self._authorization, self.clock))
             return
         if self.state == SIGN_IN_STOPPED and self._stopped_view is not None \
@@ -460,6 +463,36 @@ class Service:
                                               retry_in=left))
             return
         self._tick_at = None
+
+    def _token_file_id(self) -> tuple[int, int] | None:
+        """(inode, mtime) of the profile's token file; None when absent. A stat
+        a second while awaiting the user: no read, no write, no wakeup of its own."""
+        try:
+            st = os.stat(self.token_client.store.path(self.config.profile))
+        except (OSError, AgentError):
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def _signed_in_elsewhere(self) -> bool:
+        """While the code is shown: did ``entra-auth-cli`` sign in meanwhile
+        (its token file changed)? Then use that token and stop asking."""
+        seen = self._token_file_id()
+        if seen is None or seen == self._token_file_seen:
+            return False
+        self._token_file_seen = seen
+        try:
+            tokens = self.token_client.cached()
+        except AgentError as exc:
+            log.warning("the token file changed but cannot be used: %s", exc)
+            return False
+        if tokens is None or tokens.seconds_left(self.clock) <= 0 \
+                or not tokens.covers(self.token_client.profile.scopes):
+            return False
+        log.info("signed in meanwhile by another program (entra-auth-cli); using its token")
+        self._cancel_attempt()
+        self._last_error = None
+        self._signed_in(tokens, announce=True)
+        return True
 
     def _can_upload(self) -> bool:
         return (self.state == SIGNED_IN and self.uploader is not None and self._tokens is not None
@@ -808,6 +841,7 @@ class Service:
 
         log.info("waiting for sign-in at %s (code shown on the device)",
                  authorization.verification_uri)
+        self._token_file_seen = self._token_file_id()
         self._enter(AWAITING_USER, view=sign_in_view(authorization, self.clock))
         self._tick_at = self.clock.monotonic() + 1.0
         self._sign_in_thread = threading.Thread(target=poll, name="agent-sign-in", daemon=True)

@@ -31,13 +31,15 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from agent.errors import StorageError, UsageError
+from agent.lockinfo import LockHolder, lock_holder
 
-__all__ = ["TokenStore", "FILE_MODE", "DIR_MODE", "SUFFIX", "LOCK_SUFFIX"]
+__all__ = ["TokenStore", "FILE_MODE", "DIR_MODE", "SUFFIX", "LOCK_SUFFIX", "SIGN_IN_SUFFIX",
+           "SignInBusy"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,13 @@ SUFFIX = ".json"
 """Token files are ``<profile>.json``."""
 
 LOCK_SUFFIX = ".lock"
-"""Lock files are ``<profile>.lock``; created once, never replaced or removed."""
+"""Lock files are ``<profile>.lock``; removed only by :meth:`TokenStore.remove_profile`,
+under the lock (a waiter that then gets the removed file notices and opens the new one)."""
+
+SIGN_IN_SUFFIX = ".signin"
+"""Sign-in turn files are ``<profile>.signin``: held for a whole device code
+flow, so two sign-ins of one profile never run at once. No profile name makes
+``<a>.signin`` collide with ``<b>.json`` or ``<b>.lock``."""
 
 TMP_MARK = ".tmp-"
 """Temp files are ``.<profile>.json.tmp-<pid>-<random>``."""
@@ -77,8 +85,12 @@ class TokenStore:
     so :meth:`save` and :meth:`delete` may be called inside it.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *,
+                 on_lock_wait: "Callable[[str, LockHolder | None], None] | None" = None) -> None:
         self.directory = Path(directory)
+        #: Called (on a timer thread) when :meth:`locked` has waited for another
+        #: process for a second or two: ``on_lock_wait(profile, holder)``.
+        self.on_lock_wait = on_lock_wait
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -99,6 +111,11 @@ class TokenStore:
         """The lock file of *profile*: ``<directory>/<profile>.lock``."""
         _check_profile(profile)
         return self.directory / f"{profile}{LOCK_SUFFIX}"
+
+    def sign_in_path(self, profile: str) -> Path:
+        """The sign-in turn file of *profile*: ``<directory>/<profile>.signin``."""
+        _check_profile(profile)
+        return self.directory / f"{profile}{SIGN_IN_SUFFIX}"
 
     def profiles(self) -> list[str]:
         """Names of the profiles that have a token file, sorted."""
@@ -209,12 +226,9 @@ class TokenStore:
                 held[profile][1] -= 1
             return
         self._check_dir(create=True)
-        fd = _open_lock(lock_path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            os.close(fd)
-            raise _os_error("cannot lock", lock_path, exc) from None
+        on_wait = self.on_lock_wait
+        fd = _flock(lock_path, None if on_wait is None
+                    else lambda holder: on_wait(profile, holder))
         held[profile] = [fd, 1]
         try:
             yield
@@ -225,6 +239,66 @@ class TokenStore:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    @contextlib.contextmanager
+    def sign_in_turn(self, profile: str,
+                     on_wait: "Callable[[LockHolder | None], None] | None" = None) -> Iterator[bool]:
+        """Hold *profile*'s sign-in turn for a whole device code flow.
+
+        Yields False when the turn was free, True when another process held
+        it and this one waited (then that sign-in may have saved a token:
+        look before asking for a new code). *on_wait* is called at once,
+        with the holder when known, before waiting (no busy-wait: the kernel
+        wakes us; Ctrl+C interrupts).
+        """
+        path = self.sign_in_path(profile)
+        self._check_dir(create=True)
+        waited: list[bool] = []
+
+        def notice(holder: LockHolder | None) -> None:
+            waited.append(True)
+            if on_wait is not None:
+                on_wait(holder)
+
+        fd = _flock(path, notice, notice_after=0.0)
+        try:
+            yield bool(waited)
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def remove_profile(self, profile: str) -> bool:
+        """Remove everything of *profile*: its token file, lock and sign-in files.
+
+        The lock file is unlinked while held, so a process waiting on it
+        gets a removed file, notices (:func:`_flock` compares inodes) and
+        opens a fresh one: never two holders at once.
+
+        :raises StorageError: when a sign-in of *profile* is under way.
+        :returns: True when a token file was removed.
+        """
+        if not self._check_dir(create=False):
+            return False
+        turn = self.sign_in_path(profile)
+        turn_fd = _flock(turn, None, blocking=False)
+        if turn_fd is None:
+            holder = lock_holder(turn)
+            raise StorageError(
+                f"a sign-in of profile '{profile}' is under way "
+                f"({holder.describe() if holder else 'another process'})",
+                "wait for it to finish or stop it (Ctrl+C), then try again")
+        try:
+            with self.locked(profile):
+                removed = self.delete(profile)
+                for path in (turn, self.lock_path(profile)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                self._fsync_dir()
+        finally:
+            os.close(turn_fd)
+        log.info("removed the files of profile %s", profile)
+        return removed
 
     def _held(self) -> dict[str, list[int]]:
         """This thread's held locks: profile -> [descriptor, depth]."""
@@ -412,6 +486,54 @@ def _open_lock(lock_path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _flock(path: Path, on_wait: "Callable[[LockHolder | None], None] | None", *,
+           notice_after: float | None = None, blocking: bool = True) -> int | None:
+    """Open *path* (made 0600 if need be) and take an exclusive ``flock`` on it.
+
+    When another process holds it, *on_wait* is called with the holder
+    (``/proc/locks``) after *notice_after* seconds of waiting (default:
+    :data:`agent.termui.NOTICE_AFTER`); the wait itself sleeps in the
+    kernel. A file removed or replaced while we waited (see
+    :meth:`TokenStore.remove_profile`) is let go and the new one locked.
+    Returns the descriptor holding the lock, or None when not *blocking*
+    and the lock is taken.
+    """
+    from agent.termui import NOTICE_AFTER, notice_after as notice
+
+    delay = NOTICE_AFTER if notice_after is None else notice_after
+    while True:
+        fd = _open_lock(path)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not blocking:
+                    os.close(fd)
+                    return None
+                if on_wait is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                elif delay <= 0:
+                    on_wait(lock_holder(path))
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                else:
+                    with notice(lambda: on_wait(lock_holder(path)), delay):
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(fd)
+            if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+        except OSError as exc:
+            os.close(fd)
+            raise _os_error("cannot lock", path, exc) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)            # removed meanwhile: lock the file that is there now
 
 
 def _fsync_path(directory: Path) -> None:

@@ -12,7 +12,10 @@ import dataclasses
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Protocol, TextIO, Union
+from typing import TYPE_CHECKING, Protocol, TextIO, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.termui import Terminal
 
 
 @dataclass(frozen=True)
@@ -232,8 +235,11 @@ class ConsolePresenter:
     apart from a running countdown, so a log does not fill with ticks.
 
     *interactive*: someone at a terminal can press Ctrl+C (default: stdin is
-    a terminal). Only then does the sign-in box say "Press Ctrl+C to
-    cancel"; under systemd nobody can, so it says nothing of it.
+    a terminal). Only then does the sign-in box say what Ctrl+C does there
+    (it stops the agent, :data:`AGENT_CTRL_C_HINT`); under systemd nobody
+    can, so it says nothing of it. The box fits the stream's terminal
+    (:mod:`agent.termui`); where not even the code fits in a box, the plain
+    lines of :func:`describe` stand in.
     """
 
     def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
@@ -257,9 +263,14 @@ class ConsolePresenter:
             if key == self._last_key:
                 return
             self._last_key = key
+            text = ""
             if isinstance(view, SignInView):
-                hint = CTRL_C_HINT if self._interactive else None
-                self._stream.write(box(view, cancel_hint=hint) + "\n")
+                from agent.termui import terminal
+
+                hint = AGENT_CTRL_C_HINT if self._interactive else None
+                text = box(view, cancel_hint=hint, term=terminal(self._stream))
+            if text:
+                self._stream.write(text + "\n")
             else:
                 for line in describe(view):
                     self._stream.write(line + "\n")
@@ -272,8 +283,10 @@ class ConsolePresenter:
         pass
 
 
-#: How a person at a terminal cancels a sign-in.
+#: How a person at a terminal cancels a sign-in (entra-auth-cli).
 CTRL_C_HINT = "Press Ctrl+C to cancel"
+#: What Ctrl+C does where the agent shows the code on its console.
+AGENT_CTRL_C_HINT = "Press Ctrl+C to stop the agent"
 
 
 def _stdin_is_a_terminal() -> bool:
@@ -283,32 +296,40 @@ def _stdin_is_a_terminal() -> bool:
         return False
 
 
-def box(view: SignInView, *, cancel_hint: str | None = CTRL_C_HINT) -> str:
-    """The seed's boxed instructions for a sign-in view.
+def expires_in_words(seconds_left: float) -> str:
+    """``"15 min"``, or ``"20 s"`` for a code that lives less than 90 seconds."""
+    seconds = max(1, int(seconds_left))
+    if seconds < 90:
+        return f"{seconds} s"
+    return f"{round(seconds / 60)} min"
+
+
+def box(view: SignInView, *, cancel_hint: str | None = CTRL_C_HINT,
+        term: "Terminal | None" = None) -> str:
+    """The seed's boxed instructions for a sign-in view, fitted to *term*.
 
     *cancel_hint* is the last row (how to cancel); None leaves it out, for
-    when no one can cancel that way (a service without a terminal).
+    when no one can cancel that way (a service without a terminal). *term*
+    (default: any width, Unicode) sets the width and the characters: the
+    address wraps, the code never does, and ``""`` comes back when not even
+    the code fits in a box (the caller's plain lines carry it then).
     """
-    uri = view.verification_uri
-    rows = [
-        "Device Code Authentication",
+    from agent.termui import Terminal, sign_in_box
+
+    term = term or Terminal(width=None, overwrite=False, unicode=True)
+    rows: list[tuple[str, str, str] | None] = [
+        ("text", "Device Code Authentication", ""),
         None,
-        f"1. Visit: {uri}",
-        f"2. Enter code: {view.user_code}",
-        "3. Sign in with your credentials",
+        ("address", "1. Visit: ", view.verification_uri),
+        ("code", "2. Enter code: ", view.user_code),
+        ("text", "3. Sign in with your credentials", ""),
         None,
-        f"Waiting for authentication... (expires in {max(1, round(view.seconds_left / 60))} min)",
+        ("text", "Waiting for authentication... "
+                 f"(expires in {expires_in_words(view.seconds_left)})", ""),
     ]
     if cancel_hint:
-        rows.append(cancel_hint)
-    width = max(len(r) for r in rows if r) + 2
-    out = ["┌" + "─" * width + "┐"]
-    for r in rows:
-        if r is None:
-            out.append("├" + "─" * width + "┤")
-        else:
-            out.append("│ " + r.ljust(width - 1) + "│")
-    out.append("└" + "─" * width + "┘")
+        rows.append(("text", cancel_hint, ""))
+    out = sign_in_box(rows, term, view.user_code)
     if view.verification_uri_complete:
         out.append(f"Or open: {view.verification_uri_complete}")
     return "\n".join(out)

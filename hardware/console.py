@@ -5,6 +5,12 @@ two pixel rows per text row with ``▀ ▄ █`` (a half-block cell is square on
 most terminal fonts, so the QR code stays scannable from the screen), then
 the same text lines as :class:`agent.ui.ConsolePresenter`, which can be
 copied.
+
+The picture is drawn only where it fits: a terminal at least as wide as the
+screen plus its frame (130 columns for 128 pixels) that can show the
+half-block characters. Elsewhere (an 80-column terminal, ``TERM=dumb``, a
+Latin-1 locale) it is left out and the text lines alone say everything: the
+code and the address are always text.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, TextIO
 
+from agent import termui
 from agent.ui import ConsolePresenter, SignInView, StatusView, View
 from hardware import screens
 
@@ -65,7 +72,7 @@ class HalfBlockPresenter:
         elif isinstance(view, StatusView):
             key = (type(view), view.account, view.outbox_depth == 0, view.mqtt_connected)
         with self._lock:
-            if key != self._last_key:
+            if key != self._last_key and self._fits():
                 self._last_key = key
                 picture = half_blocks(screens.render(view, self._size, "1"))
                 border = "+" + "-" * self._size[0] + "+"
@@ -75,6 +82,11 @@ class HalfBlockPresenter:
                 self._stream.write(border + "\n")
                 self._stream.flush()
         self._text.show(view)
+
+    def _fits(self) -> bool:
+        """Whether the picture fits the terminal as it is now (it may be resized)."""
+        term = termui.terminal(self._stream)
+        return term.unicode and term.width is not None and term.width >= self._size[0] + 2
 
     def wake(self) -> None:
         pass

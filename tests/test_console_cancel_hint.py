@@ -1,4 +1,5 @@
-"""The console's sign-in box says "Press Ctrl+C to cancel" only when someone can."""
+"""The agent's console sign-in box says what Ctrl+C does (it stops the agent)
+only when someone can press it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def test_no_ctrl_c_hint_without_a_terminal(presenter_type):
 
 @pytest.mark.parametrize("presenter_type", [ui.ConsolePresenter, HalfBlockPresenter])
 def test_ctrl_c_hint_at_a_terminal(presenter_type):
-    assert "Press Ctrl+C to cancel" in _shown(presenter_type, interactive=True)
+    text = _shown(presenter_type, interactive=True)
+    # Ctrl+C there stops the agent, not just this sign-in: the box says so.
+    assert "Press Ctrl+C to stop the agent" in text and "to cancel" not in text
 
 
 def test_default_follows_stdin(monkeypatch):
@@ -41,7 +44,7 @@ def test_default_follows_stdin(monkeypatch):
     try:
         with open(follower, closefd=False) as tty:   # someone at a terminal
             monkeypatch.setattr("sys.stdin", tty)
-            assert "Press Ctrl+C to cancel" in _shown(ui.ConsolePresenter)
+            assert "Press Ctrl+C to stop the agent" in _shown(ui.ConsolePresenter)
     finally:
         os.close(leader)
         os.close(follower)

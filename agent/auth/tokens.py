@@ -276,12 +276,20 @@ class TokenClient:
         refresh grant runs (under the store's lock, so the CLI and the agent
         never spend the same rotating refresh token twice). Raises
         :class:`SignInRequired` or :class:`ProviderUnavailable`.
+
+        A valid token is looked at without the lock (files are replaced
+        whole, so a reader sees the old or the new one): another process
+        holding the lock for a slow refresh does not hold up a token that
+        is good as it is.
         """
+        with self._lock:
+            tokens = self.cached()
+            if tokens is not None and self._good_enough(tokens, scopes, min_validity):
+                return tokens
         with self._lock, self.store.locked(self.profile.name):
             tokens = self._require_cached()
             same_scopes = tokens.covers(scopes or self.profile.scopes)
-            if same_scopes and tokens.seconds_left(self.clock) > min_validity \
-                    and tokens.refresh_due_in(self.clock, 0.0) > 0:
+            if self._good_enough(tokens, scopes, min_validity):
                 return tokens
             try:
                 return self._refresh_locked(tokens, scopes)
@@ -292,6 +300,12 @@ class TokenClient:
                                 exc.message, tokens.seconds_left(self.clock))
                     return tokens
                 raise
+
+    def _good_enough(self, tokens: TokenSet, scopes: Sequence[str] | None,
+                     min_validity: float) -> bool:
+        return (tokens.covers(scopes or self.profile.scopes)
+                and tokens.seconds_left(self.clock) > min_validity
+                and tokens.refresh_due_in(self.clock, 0.0) > 0)
 
     def refresh(self, scopes: Sequence[str] | None = None) -> TokenSet:
         """Refresh now (e.g. after the endpoint answered 401)."""
@@ -337,6 +351,7 @@ class TokenClient:
                 ) from None
             raise error
         body = _json_or_unavailable(response)
+        before = fingerprint(tokens.refresh_token)     # `tokens` may be updated below
         new = TokenSet.from_response(body, clock=self.clock, client_id=self.profile.client_id,
                                      requested=requested, previous=tokens)
         # Rotation: the new refresh token is on disk before anyone uses the access token.
@@ -349,7 +364,7 @@ class TokenClient:
             tokens.refresh_token = new.refresh_token
             self.store.save(self.profile.name, tokens.to_dict())
         log.info("token refreshed for profile %s (refresh token %s -> %s)", self.profile.name,
-                 fingerprint(tokens.refresh_token), fingerprint(new.refresh_token))
+                 before, fingerprint(new.refresh_token))
         return new
 
     # -- the device flow ------------------------------------------------------

@@ -1,6 +1,6 @@
 """A local telemetry endpoint with fault injection, for tests and the demo.
 
-It accepts what the agent's uploader sends (DESIGN.md, "Telemetry")::
+It accepts what the agent's uploader sends (README, "Telemetry")::
 
     POST /telemetry
     Authorization: Bearer <access token>
@@ -47,7 +47,7 @@ Response = int | tuple[int, dict[str, str]]
 
 
 class ReadingError(ValueError):
-    """A telemetry body is not the shape DESIGN.md describes (the message names the field)."""
+    """A telemetry body is not the shape README's "Telemetry" describes (the message names the field)."""
 
 
 def _is_utc_iso8601(text: object) -> bool:

@@ -1,8 +1,8 @@
 """The uploader: one batched POST of waiting readings, and what to do next.
 
 Each :meth:`Uploader.upload` takes the oldest readings from the outbox (see
-:meth:`~agent.telemetry.outbox.Outbox.peek_batch`), POSTs them as DESIGN.md
-says::
+:meth:`~agent.telemetry.outbox.Outbox.peek_batch`), POSTs them as README's
+"Telemetry" says::
 
     POST <endpoint>
     Authorization: Bearer <token>
