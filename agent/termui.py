@@ -125,8 +125,12 @@ def split_address(text: str, width: int) -> list[str]:
     a ``/``, ``?``, ``&`` or ``.`` when one is near enough."""
     pieces = []
     while len(text) > width:
-        cut = max(text.rfind(sep, 0, width) for sep in "/?&.=")
-        cut = cut + 1 if cut >= width // 2 else width
+        cut = width
+        for seps in ("/", "?&=", "."):          # a path step first, a dot last
+            at = max(text.rfind(sep, 0, width) for sep in seps)
+            if at >= width // 2:
+                cut = at + 1
+                break
         pieces.append(text[:cut])
         text = text[cut:]
     pieces.append(text)
@@ -145,6 +149,13 @@ def fit_lines(label: str, value: str, width: int, *, keep_whole: bool) -> list[s
     if keep_whole:
         head = textwrap.wrap(label.rstrip(), width) or [""]
         return [*head, (indent + value) if len(indent) + len(value) <= width else value]
+    room = width - len(label)
+    if room >= 12:
+        # Start on the label's line, cut where split_address would cut.
+        first = split_address(value, room)[0]
+        if first.endswith("/"):
+            rest = value[len(first):]
+            return [label + first, *(indent + piece for piece in split_address(rest, width - len(indent)))]
     lines = textwrap.wrap(label.rstrip(), width) or [""]
     return [*lines, *(indent + piece for piece in split_address(value, width - len(indent)))]
 
