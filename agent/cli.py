@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -164,8 +165,15 @@ def _waiting_for_provider(client: TokenClient, what: str) -> Any:
     if not (p.issuer or p.authority_host):
         from agent.auth.endpoints import CLOUDS
         host = urlsplit(CLOUDS.get(p.cloud, "")).hostname or host
-    return termui.notice_after(lambda: _say(f"Waiting for {host} to answer ({what}; "
-                                            "Ctrl+C to stop)..."))
+    def say() -> None:
+        # Still waiting for the token file's lock? Its own notice speaks then.
+        from agent.lockinfo import lock_holder
+        holder = lock_holder(client.store.lock_path(p.name))
+        if holder is not None and holder.pid != os.getpid():
+            return
+        _say(f"Waiting for {host} to answer ({what}; Ctrl+C to stop)...")
+
+    return termui.notice_after(say)
 
 
 class Progress:

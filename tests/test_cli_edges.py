@@ -229,6 +229,7 @@ def test_a_valid_token_needs_no_lock_and_a_held_lock_names_its_holder(agent_dirs
         assert proc.returncode == 0, seen + err
         assert (f"Waiting for the token file of profile 'short': pid {os.getpid()} "
                 in seen), seen
+        assert "to answer" not in seen + err            # it was the lock, not the provider
         assert idp.counts["token.refresh_token"] == 1
 
 

@@ -70,6 +70,9 @@ def script_env(calls: Path, **extra: str) -> dict[str, str]:
            and k not in ("CONFIGURATION_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")}
     env["PATH"] = f"{FAKE_BIN}:{env['PATH']}"
     env["FAKE_SYSTEMCTL_LOG"] = str(calls)
+    # With --root the script leaves this machine's systemd alone unless
+    # SYSTEMCTL names a stand-in: the recording one, so the service steps run.
+    env["SYSTEMCTL"] = str(FAKE_BIN / "systemctl")
     env.update(extra)
     return env
 
@@ -152,11 +155,25 @@ def test_sign_in_end_to_end_then_again_without_a_new_code(
     assert stat.S_IMODE(tokens.stat().st_mode) == 0o700
     assert stat.S_IMODE((root / "var/lib/entra-agent").stat().st_mode) == 0o700
 
-    settings = tomllib.loads((root / "etc/entra-agent/agent.toml").read_text())
+    config_text = (root / "etc/entra-agent/agent.toml").read_text()
+    settings = tomllib.loads(config_text)
     assert settings["profile"] == "raspberry-pi"
     assert settings["telemetry"]["endpoint"] == "http://127.0.0.1:9/telemetry"
     assert settings["display"]["driver"] == "console" and settings["button"]["pin"] == 17
     assert settings["telemetry"]["interval"] == 60, "keys not given were changed"
+    # One of each table, in the example's order: the commented-out [display]
+    # and [button] were uncommented where they stand, not added at the end.
+    headers = [line.split()[0] for line in config_text.splitlines() if re.match(r"\[[a-z.]+\]", line)]
+    assert headers == ["[telemetry]", "[display]", "[button]"], headers
+    # README step 4, literally: under [display], set i2c_address = "0x3D".
+    edited = config_text.replace('# i2c_address = "0x3C"', 'i2c_address = "0x3D"')
+    assert edited != config_text
+    (root / "etc/entra-agent/agent.toml").write_text(edited)
+    from agent.config import load_config
+    loaded = load_config(root / "etc/entra-agent/agent.toml")
+    assert loaded.display.as_settings()["i2c_address"] == "0x3D"
+    assert len(loaded.sensors) == len(settings["sensors"])
+    (root / "etc/entra-agent/agent.toml").write_text(config_text)
 
     assert recorded(calls) == [f"--root={root} enable entra-agent.service", *SERVICE_CALLS_FIRST]
     assert "Active: active (running)" in first.stdout
@@ -248,6 +265,7 @@ def test_a_run_that_failed_before_sign_in_can_be_mended_by_running_again(
     # keep the broken profile and fail the same way.
     calls = tmp_path / "systemctl.calls"
     env = script_env(calls)
+    del env["SYSTEMCTL"]            # --root alone: this machine's service is left alone
     base = ["bash", str(checkout / "raspberry-pi-auth.sh"), "--root", str(root), "--no-apt",
             "--tenant-id", TENANT, "--client-id", CLIENT_ID, "--display", "console"]
     broken = run([*base, "--authority-host", "http://127.0.0.1:9"], env)
@@ -259,6 +277,9 @@ def test_a_run_that_failed_before_sign_in_can_be_mended_by_running_again(
     approver.join()
     assert mended.returncode == 0, mended.stderr
     assert "has never signed in; replacing it" in mended.stderr
+    # Only the installer's offline `systemctl --root=...`; nothing live.
+    assert all(call.startswith(f"--root={root} ") for call in recorded(calls)), recorded(calls)
+    assert "this machine's systemd is left alone" in mended.stderr
     profile = profiles(root)["raspberry-pi"]
     assert profile["signed_in"] is True and profile["authority_host"] == idp_realtime.base_url
 
@@ -299,7 +320,7 @@ def test_refuses_to_run_unless_root(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "raspberry-pi-auth.sh: error: must run as root: it installs a service and keeps tokens in "
-        "root-only files (run: sudo raspberry-pi-auth.sh ...)")
+        "root-only files (run: sudo ./raspberry-pi-auth.sh ...)")
 
 
 def test_refuses_to_run_anywhere_but_linux(tmp_path: Path) -> None:
@@ -317,3 +338,24 @@ def test_refuses_to_run_anywhere_but_linux(tmp_path: Path) -> None:
         "raspberry-pi-auth.sh: error: this is Darwin, not Linux (run this script on the Raspberry Pi "
         "itself, e.g. over ssh)")
     assert re.fullmatch(r"[^\n]+", result.stderr.strip()), "more than one line"
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--tenant-id", "contoso", "--client-id", CLIENT_ID], "--tenant-id 'contoso' is not a GUID, a domain"),
+    (["--tenant-id", TENANT, "--client-id", CLIENT_ID, "--endpoint", "http://api.example.com/t"],
+     "--endpoint 'http://api.example.com/t' is not an https:// URL"),
+    (["--tenant-id", TENANT, "--client-id", CLIENT_ID, "--scope", "User Read"], "--scope 'User Read' is not valid"),
+    (["--tenant-id", TENANT, "--client-id", CLIENT_ID, "--mqtt-host", "broker local"],
+     "--mqtt-host 'broker local' is not a host name"),
+    (["--tenant-id", TENANT, "--client-id", CLIENT_ID, "--display", "ssd1306;rm"], "--display 'ssd1306;rm'"),
+    (["--tenant-id", TENANT, "--client-id", CLIENT_ID, "--extras", "displays"], "--extras 'displays'"),
+    (["--issuer", "http://id.example.com", "--client-id", "app"], "--issuer 'http://id.example.com'"),
+])
+def test_every_value_is_checked_before_installing(checkout: Path, root: Path, tmp_path: Path,
+                                                  flags, words) -> None:
+    calls = tmp_path / "systemctl.calls"
+    result = run(["bash", str(checkout / "raspberry-pi-auth.sh"), "--root", str(root), "--no-apt", *flags],
+                 script_env(calls))
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (root / "opt/entra-agent").exists() and recorded(calls) == []
