@@ -38,8 +38,7 @@ from typing import Any
 from agent.errors import StorageError, UsageError
 from agent.lockinfo import LockHolder, lock_holder
 
-__all__ = ["TokenStore", "FILE_MODE", "DIR_MODE", "SUFFIX", "LOCK_SUFFIX", "SIGN_IN_SUFFIX",
-           "SignInBusy"]
+__all__ = ["TokenStore", "FILE_MODE", "DIR_MODE", "SUFFIX", "LOCK_SUFFIX", "SIGN_IN_SUFFIX"]
 
 log = logging.getLogger(__name__)
 

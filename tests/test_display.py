@@ -97,8 +97,16 @@ def test_none_and_console_drivers():
     assert type(open_presenter({"driver": "console"}, stream=io.StringIO())) is ConsolePresenter
 
 
-def test_console_on_a_terminal_draws_the_oled_picture():
+def test_console_on_a_terminal_draws_the_oled_picture(monkeypatch):
+    import fcntl
+    import struct
+    import termios
+
+    monkeypatch.delenv("COLUMNS", raising=False)
     leader, follower = pty.openpty()
+    # Wide enough for the 128-pixel picture and its frame (narrower: text only,
+    # see tests/test_terminal.py).
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 140, 0, 0))
     try:
         with open(follower, "w", encoding="utf-8", closefd=False) as stream:
             presenter = open_presenter({"driver": "console"}, stream=stream)

@@ -7,18 +7,14 @@ characters cannot be encoded; the agent's console picture only where it fits.
 from __future__ import annotations
 
 import fcntl
-import io
 import os
 import pty
 import re
 import select
-import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
-from pathlib import Path
 
 import pyte
 import pytest
@@ -176,7 +172,7 @@ def test_a_short_lived_code_says_seconds():
 
 # -- the agent's console picture ---------------------------------------------
 
-@pytest.mark.parametrize("columns, picture", [(80, False), (140, True)])
+@pytest.mark.parametrize("columns, picture", [(40, False), (80, False), (140, True)])
 def test_console_picture_only_where_it_fits(columns, picture, monkeypatch):
     from hardware.console import HalfBlockPresenter
     from hardware.screens import SAMPLES
