@@ -14,20 +14,18 @@ import argparse
 import io
 import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, TextIO
 
-from agent import __version__, paths, report, termui
+from agent import __version__, paths, report, termui, waits
 from agent.argparsing import Parser, add_verbose, verbosity
 from agent.auth.errors import AuthorizationDeclined, CodeExpired, SignInRequired
 from agent.auth.tokens import TokenClient, TokenSet
 from agent.errors import (
     EXIT_OK, EXIT_USAGE, AgentError, CancelledError, UsageError, run_command,
 )
-from agent.lockinfo import LockHolder
+from agent.listing import output_width, profiles_text
 from agent.profiles import (
     DEFAULT_PROFILE, DEFAULT_SCOPES, FLOWS, Profile, ProfileStore,
 )
@@ -141,39 +139,7 @@ def _profiles() -> ProfileStore:
 
 def _client(profile: Profile) -> TokenClient:
     from agent.tokenstore import TokenStore
-    return TokenClient(profile, store=TokenStore(paths.token_dir(), on_lock_wait=_say_lock_wait))
-
-
-def _say(line: str) -> None:
-    """One line of what is going on, on stderr."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
-def _say_lock_wait(profile: str, holder: LockHolder | None) -> None:
-    who = holder.describe() if holder else "another process"
-    _say(f"Waiting for the token file of profile '{profile}': {who} is using it "
-         "(Ctrl+C to stop)...")
-
-
-def _waiting_for_provider(client: TokenClient, what: str) -> Any:
-    """Say what is being waited for when the provider is slow to answer."""
-    from urllib.parse import urlsplit
-
-    p = client.profile
-    host = urlsplit(p.issuer or p.authority_host or "").hostname or "the identity provider"
-    if not (p.issuer or p.authority_host):
-        from agent.auth.endpoints import CLOUDS
-        host = urlsplit(CLOUDS.get(p.cloud, "")).hostname or host
-    def say() -> None:
-        # Still waiting for the token file's lock? Its own notice speaks then.
-        from agent.lockinfo import lock_holder
-        holder = lock_holder(client.store.lock_path(p.name))
-        if holder is not None and holder.pid != os.getpid():
-            return
-        _say(f"Waiting for {host} to answer ({what}; Ctrl+C to stop)...")
-
-    return termui.notice_after(say)
+    return TokenClient(profile, store=TokenStore(paths.token_dir(), on_lock_wait=waits.token_file_busy))
 
 
 class Progress:
@@ -234,7 +200,7 @@ def _open_screen() -> Presenter | None:
 
 def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = None) -> TokenSet:
     err = sys.stderr
-    with _waiting_for_provider(client, "a sign-in code"):
+    with waits.provider_slow(client, "a sign-in code"):
         authorization = client.request_code(scopes or None)
 
     def view_now() -> SignInView:
@@ -300,7 +266,7 @@ def _get_token(args: argparse.Namespace) -> int:
                          "or leave --scope out to use the profile's")
     client = _client(profile)
     try:
-        with _waiting_for_provider(client, "a token refresh"):
+        with waits.provider_slow(client, "a token refresh"):
             tokens = client.acquire_silent(scopes=scopes or None)
     except SignInRequired as exc:
         if client.store.path(profile.name).exists():
@@ -317,20 +283,15 @@ def _sign_in_once(client: TokenClient, scopes: list[str], *, display: bool) -> T
     waits for it; when that one saved a token, it is used (no second code).
     """
     name = client.profile.name
-
-    def say_waiting(holder: LockHolder | None) -> None:
-        who = holder.describe() if holder else "another process"
-        _say(f"A sign-in of profile '{name}' is already waiting for a person ({who}); "
-             "waiting for it to finish (Ctrl+C to stop)...")
-
-    with client.store.sign_in_turn(name, on_wait=say_waiting) as waited:
+    with client.store.sign_in_turn(name, on_wait=lambda holder: waits.sign_in_busy(name, holder)) \
+            as waited:
         if waited:
             try:
                 tokens = client.acquire_silent(scopes=scopes or None)
             except SignInRequired:
-                _say("The other sign-in ended without a token; starting a new one.")
+                waits.say("The other sign-in ended without a token; starting a new one.")
             else:
-                _say(f"Signed in by the other sign-in; using its token for profile '{name}'.")
+                waits.say(f"Signed in by the other sign-in; using its token for profile '{name}'.")
                 return tokens
         screen = _open_screen() if display else None
         try:
@@ -361,28 +322,6 @@ def _print_token(tokens: TokenSet, profile: Profile, client: TokenClient, output
     print(tokens.access_token)
 
 
-def _ask(label: str, default: str | None = None, *, flag: str,
-         check: "Callable[[str], object] | None" = None) -> str:
-    """Ask until *check* accepts the answer (it raises UsageError to refuse);
-    Ctrl+D (end of input) is one line naming *flag*."""
-    suffix = f" [{default}]" if default else ""
-    while True:
-        try:
-            value = input(f"{label}{suffix}: ").strip() or (default or "")
-        except EOFError:
-            sys.stderr.write("\n")
-            raise UsageError(f"no answer for {label.split(' (')[0]} (input ended): no profile was saved",
-                             f"answer the prompt, or give {flag}") from None
-        if check is None:
-            return value
-        try:
-            check(value)
-        except UsageError as exc:
-            _say(f"  {exc}; try again")
-            continue
-        return value
-
-
 def _create_profile(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     name, client_id, tenant, issuer = args.name, args.client_id, args.tenant_id, args.issuer
@@ -395,40 +334,23 @@ def _create_profile(args: argparse.Namespace) -> int:
                          "give them as flags; prompting needs a terminal")
     store = _profiles()
     if missing:
-        from agent.auth.endpoints import require_secure, validate_tenant
-        from agent.profiles import validate_client_id, validate_profile_name, validate_scopes
+        from agent.prompts import ask, check_client_id, check_scopes, check_tenant, new_profile_name
 
-        def check_name(value: str) -> None:
-            validate_profile_name(value)
-            if not args.force and value in store.names():
-                raise UsageError(f"profile '{value}' already exists",
-                                 "pick another name, or run again with --force to replace it")
-
-        def check_tenant(value: str) -> None:
-            if value.startswith(("https://", "http://")):
-                require_secure(value, "issuer")
-            else:
-                validate_tenant(value)
-
-        def check_scopes(value: str) -> None:
-            if not validate_scopes([value]):
-                raise UsageError("no scope given", "e.g. https://graph.microsoft.com/User.Read")
-
+        check_name = new_profile_name(store, replace_existing=args.force)
         sys.stderr.write("Creating a device-code profile. The app registration must be a public client "
                          "('Allow public client flows' on).\n")
-        name = name or _ask("Profile name", DEFAULT_PROFILE, flag="--name", check=check_name)
+        name = name or ask("Profile name", DEFAULT_PROFILE, flag="--name", check=check_name)
         if not tenant and not issuer:
-            tenant = _ask("Tenant ID (GUID, domain or 'organizations'; or an https:// issuer URL)",
-                          "organizations", flag="--tenant-id", check=check_tenant)
+            tenant = ask("Tenant ID (GUID, domain or 'organizations'; or an https:// issuer URL)",
+                         "organizations", flag="--tenant-id", check=check_tenant)
             if tenant.startswith(("https://", "http://")):
                 tenant, issuer = None, tenant
         entra = issuer is None and not args.authority_host
-        client_id = client_id or _ask("Client ID (Application ID of the app registration)",
-                                      flag="--client-id",
-                                      check=lambda value: validate_client_id(value, entra=entra))
+        client_id = client_id or ask("Client ID (Application ID of the app registration)",
+                                     flag="--client-id", check=check_client_id(entra=entra))
         if not scopes:
-            scopes = [_ask("Scopes (delegated permissions, comma-separated)", ",".join(DEFAULT_SCOPES),
-                           flag="--scope", check=check_scopes)]
+            scopes = [ask("Scopes (delegated permissions, comma-separated)", ",".join(DEFAULT_SCOPES),
+                          flag="--scope", check=check_scopes)]
     profile = Profile(name=name, client_id=client_id or "", tenant_id=tenant, cloud=args.cloud,
                       issuer=issuer, authority_host=args.authority_host,
                       scopes=tuple(scopes) or DEFAULT_SCOPES, default_flow=args.default_flow,
@@ -465,47 +387,9 @@ def _list_profiles(args: argparse.Namespace) -> int:
         print(f"No profiles yet (create one: {PROG} create-profile --name NAME --tenant-id ... "
               "--client-id ...)", file=sys.stderr)
         return EXIT_OK
-    for line in _profiles_text(rows, _output_width()):
+    for line in profiles_text(rows, output_width(sys.stdout)):
         print(line)
     return EXIT_OK
-
-
-def _output_width() -> int:
-    """Columns of stdout when it is a terminal, else 80 (a pipe, a file, a mail)."""
-    term = termui.terminal(sys.stdout)
-    return term.width or LIST_WIDTH
-
-
-#: Width list-profiles keeps to when stdout is not a terminal.
-LIST_WIDTH = 80
-
-
-def _profiles_text(rows: list[dict[str, Any]], width: int) -> list[str]:
-    """A table when it fits *width*, else one block per profile (name first,
-    so ``list-profiles | grep -q NAME`` works either way)."""
-    table = [("NAME", "AUTHORITY", "CLIENT ID", "SCOPES", "SIGNED IN")]
-    for r in rows:
-        state = {True: r["account"] or "yes", False: "no", None: "? (see warning)"}[r["signed_in"]]
-        table.append((r["name"], r["authority"], r["client_id"], " ".join(r["scopes"]), state))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
-    if max(len(line) for line in lines) <= width:
-        return lines
-    out: list[str] = []
-    label_width = 13
-    for r in rows:
-        state = {True: f"signed in as {r['account']}" if r["account"] else "signed in",
-                 False: "not signed in", None: "sign-in unknown (see warning)"}[r["signed_in"]]
-        if out:
-            out.append("")
-        out.append(f"{r['name']}: {state}")
-        for label, values in (("authority", [r["authority"]]), ("client id", [r["client_id"]]),
-                              ("scopes", list(r["scopes"]))):
-            for i, value in enumerate(values):
-                head = f"    {label if i == 0 else '':<{label_width - 4}}"
-                for j, piece in enumerate(termui.split_address(value, max(20, width - len(head)))):
-                    out.append((head if j == 0 else " " * len(head)) + piece)
-    return out
 
 
 def _delete_profile(args: argparse.Namespace) -> int:

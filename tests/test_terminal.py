@@ -20,7 +20,7 @@ import pyte
 import pytest
 
 from agent import termui, ui
-from agent.cli import _profiles_text
+from agent.listing import profiles_text as _profiles_text
 from tests.test_cli import CLI, cli_env, create
 
 ROWS = 60
