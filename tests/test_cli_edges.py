@@ -246,6 +246,13 @@ def test_a_second_get_token_joins_the_sign_in_under_way(agent_dirs, idp_realtime
                               stdin=subprocess.DEVNULL)
     waiting = _read_until(second.stderr, "already waiting for a person")
     assert f"(pid {first.pid}" in waiting
+    # Ctrl+C ends such a wait at once (the kernel wakes the waiter for the signal).
+    third = subprocess.Popen([*CLI, "get-token"], env=cli_env(agent_dirs), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    _read_until(third.stderr, "already waiting for a person")
+    third.send_signal(signal.SIGINT)
+    third.communicate(timeout=5)
+    assert third.returncode == -signal.SIGINT
     idp_realtime.approve(code)
     out1, _ = first.communicate(timeout=30)
     out2, err2 = second.communicate(timeout=30)
