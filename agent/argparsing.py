@@ -11,7 +11,6 @@ both places) and appends the nearest command, flag or choice to the error::
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 from typing import Any, NoReturn
 
@@ -23,6 +22,8 @@ _UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<words>.*)")
 
 def suggestion(word: str, candidates: list[str]) -> str | None:
     """The candidate nearest to *word*, or None when none is close."""
+    import difflib          # only on an error: not on every start
+
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return close[0] if close else None
 
