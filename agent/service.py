@@ -488,7 +488,8 @@ class Service:
         if tokens is None or tokens.seconds_left(self.clock) <= 0 \
                 or not tokens.covers(self.token_client.profile.scopes):
             return False
-        log.info("signed in meanwhile by another program (entra-auth-cli); using its token")
+        # Most likely entra-auth-cli; the agent's own poll may have won the race too.
+        log.info("a sign-in was saved to the token file meanwhile; using it")
         self._cancel_attempt()
         self._last_error = None
         self._signed_in(tokens, announce=True)
