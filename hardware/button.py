@@ -8,12 +8,19 @@ the service show "Sign out?"; released before ``hold_seconds`` it calls
 and start a fresh sign-in).
 
 The button is a gpiozero ``Button`` (pull-up: wire it between the pin and
-ground). Debouncing happens here as well as in gpiozero, because pin
-libraries differ: lgpio filters in the driver, RPi.GPIO drops edges after
-the first one (which can leave the last state wrong), the mock factory does
-nothing. A worker thread reads the timestamped edges and treats a level as
-real only once it has held for ``bounce_time`` seconds, so every factory
-behaves the same, and a slow thread never turns a bounce into a press.
+ground). Debouncing happens here, and only here: gpiozero's own
+``bounce_time`` is left off, because pin libraries implement it
+differently (lgpio filters in the driver, RPi.GPIO drops every edge after
+the first one for the bounce time, which can leave the last level wrong,
+the mock factory does nothing). A worker thread reads the timestamped edges
+and treats a level as real only once it has held for ``bounce_time``
+seconds, so every factory behaves the same, and a slow thread never turns a
+bounce into a press. Press and hold times are ours too, so gpiozero's
+``hold_time`` is not used.
+
+Time comes from an injectable *clock* (anything with ``monotonic()``, such
+as :class:`agent.clock.FakeClock`): tests advance it and call
+:meth:`ButtonControl.wake` instead of sleeping.
 
 >>> from gpiozero.pins.mock import MockFactory
 >>> button = ButtonControl(17, on_press=print, on_hold=print, pin_factory=MockFactory())
@@ -26,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from hardware.errors import HardwareError
 from hardware.led import StatusLed, gpio_error
@@ -34,6 +41,18 @@ from hardware.led import StatusLed, gpio_error
 __all__ = ["ButtonControl", "StatusLed"]
 
 log = logging.getLogger(__name__)
+
+
+class MonotonicClock(Protocol):
+    """The part of a clock the button needs."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps."""
+
+
+class _SystemMonotonic:
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 class ButtonControl:
@@ -49,7 +68,8 @@ class ButtonControl:
                  bounce_time: float | None = 0.05, on_press: Callable[[], None],
                  on_hold_start: Callable[[], None] | None = None,
                  on_hold_cancel: Callable[[], None] | None = None,
-                 on_hold: Callable[[], None], pin_factory: Any = None) -> None:
+                 on_hold: Callable[[], None], pin_factory: Any = None,
+                 clock: MonotonicClock | None = None) -> None:
         if hold_seconds <= 0 or confirm_after < 0:
             raise ValueError("hold_seconds must be > 0 and confirm_after >= 0")
         self.pin = pin
@@ -60,6 +80,7 @@ class ButtonControl:
         self._on_hold_start = on_hold_start
         self._on_hold_cancel = on_hold_cancel
         self._on_hold = on_hold
+        self._clock: MonotonicClock = clock or _SystemMonotonic()
         try:
             from gpiozero import Button
         except ImportError as exc:
@@ -67,8 +88,8 @@ class ButtonControl:
                                 "install the gpio extra: pip install 'entra-device-agent[gpio]'"
                                 ) from exc
         try:
-            self._button = Button(pin, pull_up=True, bounce_time=bounce_time,
-                                  hold_time=self.confirm_after, pin_factory=pin_factory)
+            # bounce_time=None: the debouncing is ours (see the module docstring).
+            self._button = Button(pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
         except Exception as exc:  # gpiozero's errors, PermissionError, lgpio's
             raise gpio_error(exc, "button", pin) from exc
         self._cond = threading.Condition()
@@ -87,6 +108,15 @@ class ButtonControl:
         """The debounced state of the button."""
         with self._cond:
             return self._pressed
+
+    def wake(self) -> None:
+        """Make the worker read the clock again now.
+
+        Only an injected clock needs this (after it was advanced); with the
+        system clock the worker wakes by itself when something is due.
+        """
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop the thread and release the pin (idempotent)."""
@@ -110,7 +140,7 @@ class ButtonControl:
     def _edge(self, pressed: bool) -> None:
         # Runs on gpiozero's callback thread: stamp the edge, nothing more.
         with self._cond:
-            self._edges.append((time.monotonic(), pressed))
+            self._edges.append((self._clock.monotonic(), pressed))
             self._cond.notify_all()
 
     def _next(self, now: float) -> tuple[float | None, Callable[[], Callable[[], None] | None] | None]:
@@ -167,7 +197,7 @@ class ButtonControl:
                 while True:
                     if self._closed:
                         return
-                    now = time.monotonic()
+                    now = self._clock.monotonic()
                     due, action = self._next(now)
                     if action is not None and due is not None and due <= now:
                         callback = action()

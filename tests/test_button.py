@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from agent.clock import FakeClock
 from hardware.button import ButtonControl
 from hardware.errors import HardwareError
 from hardware.led import LED_MODES, StatusLed
@@ -42,97 +43,130 @@ class Recorder:
             return list(self.calls)
 
 
-def _button(factory, recorder: Recorder, **kw) -> ButtonControl:
+def _button(factory, recorder: Recorder, clock: FakeClock, **kw) -> ButtonControl:
     options = dict(hold_seconds=0.3, confirm_after=0.1, bounce_time=0.05)
     options.update(kw)
     return ButtonControl(PIN, on_press=recorder.on_press, on_hold_start=recorder.on_hold_start,
                          on_hold_cancel=recorder.on_hold_cancel, on_hold=recorder.on_hold,
-                         pin_factory=factory, **options)
+                         pin_factory=factory, clock=clock, **options)
 
 
-def _press(pin, seconds: float) -> None:
-    """Hold the button down for at least *seconds*, then let go for as long.
+def _later(clock: FakeClock, button: ButtonControl, seconds: float) -> None:
+    """Let *seconds* pass on the button's clock (no real sleep)."""
+    clock.advance(seconds)
+    button.wake()
 
-    The sleeps only put the edges far enough apart to count as a real press
-    and release (longer than the bounce time); nothing asserts on them.
-    """
+
+def _press(pin, clock: FakeClock, button: ButtonControl, seconds: float) -> None:
+    """Hold the button down for *seconds*, then let go for as long (on the fake clock)."""
     pin.drive_low()
-    time.sleep(seconds)
+    _later(clock, button, seconds)
     pin.drive_high()
-    time.sleep(seconds)
+    _later(clock, button, seconds)
 
 
 def test_short_press(mock_factory):
-    recorder = Recorder()
-    with _button(mock_factory, recorder, confirm_after=1.0, hold_seconds=5.0) as button:
+    recorder, clock = Recorder(), FakeClock()
+    with _button(mock_factory, recorder, clock, confirm_after=1.0, hold_seconds=5.0) as button:
         pin = mock_factory.pin(PIN)
         assert not button.is_pressed
-        _press(pin, 0.1)
+        _press(pin, clock, button, 0.1)
         assert recorder.wait_for(1) == ["press"]
+        assert not button.is_pressed
+
+
+def test_gpiozero_does_no_debouncing_of_its_own(mock_factory):
+    # One debouncer (ours): gpiozero's bounce_time would drop edges on
+    # RPi.GPIO, and its hold_time is unused.
+    recorder, clock = Recorder(), FakeClock()
+    with _button(mock_factory, recorder, clock) as button:
+        assert button._button.pin.bounce is None
+        assert button._button.when_held is None
 
 
 def test_hold_asks_for_confirmation_then_acts(mock_factory):
-    recorder = Recorder()
-    with _button(mock_factory, recorder):
+    recorder, clock = Recorder(), FakeClock()
+    with _button(mock_factory, recorder, clock) as button:
         pin = mock_factory.pin(PIN)
         pin.drive_low()
+        _later(clock, button, 0.1)
+        assert recorder.wait_for(1) == ["hold_start"]
+        _later(clock, button, 0.2)
         assert recorder.wait_for(2) == ["hold_start", "hold"]
         pin.drive_high()
-        time.sleep(0.1)
+        _later(clock, button, 0.1)
         # Letting go after the hold completed does nothing more; a later
         # press is a press again.
-        _press(pin, 0.08)
+        _press(pin, clock, button, 0.08)
         assert recorder.wait_for(3) == ["hold_start", "hold", "press"]
 
 
-def test_releasing_during_the_confirmation_cancels(mock_factory):
-    recorder = Recorder()
-    with _button(mock_factory, recorder, confirm_after=0.1, hold_seconds=30.0):
+def test_nothing_happens_before_its_time(mock_factory):
+    recorder, clock = Recorder(), FakeClock()
+    with _button(mock_factory, recorder, clock, confirm_after=1.0, hold_seconds=5.0) as button:
         pin = mock_factory.pin(PIN)
         pin.drive_low()
+        _later(clock, button, 0.99)             # just short of the confirmation
+        pin.drive_high()                        # so it is a press, not a hold
+        _later(clock, button, 0.1)
+        assert recorder.wait_for(1) == ["press"]
+
+
+def test_releasing_during_the_confirmation_cancels(mock_factory):
+    recorder, clock = Recorder(), FakeClock()
+    with _button(mock_factory, recorder, clock, confirm_after=0.1, hold_seconds=30.0) as button:
+        pin = mock_factory.pin(PIN)
+        pin.drive_low()
+        _later(clock, button, 0.1)
         assert recorder.wait_for(1) == ["hold_start"]
         pin.drive_high()
+        _later(clock, button, 0.1)
         assert recorder.wait_for(2) == ["hold_start", "hold_cancel"]
 
 
 def test_bounce_makes_one_press(mock_factory):
-    recorder = Recorder()
-    # A generous bounce time: the test thread must toggle within it even on
-    # a busy machine.
-    with _button(mock_factory, recorder, bounce_time=0.3, confirm_after=2.0, hold_seconds=5.0):
+    recorder, clock = Recorder(), FakeClock()
+    with _button(mock_factory, recorder, clock, bounce_time=0.3, confirm_after=2.0,
+                 hold_seconds=5.0) as button:
         pin = mock_factory.pin(PIN)
         for _ in range(5):                      # contact chatter: one press, one release
             pin.drive_low()
+            _later(clock, button, 0.01)
             pin.drive_high()
-        pin.drive_low()
-        pin.drive_high()
-        _press(pin, 0.5)                        # then one clean press
-        # Callbacks arrive in order, so any press made of the chatter would
-        # come before the clean one.
-        assert recorder.wait_for(1) == ["press"]
-        time.sleep(0.4)                         # let a stray second press show itself
-        assert recorder.calls == ["press"]
+            _later(clock, button, 0.01)
+        _later(clock, button, 0.5)
+        _press(pin, clock, button, 0.5)         # then one clean press
+        _press(pin, clock, button, 0.5)         # and another
+        # Callbacks arrive in order: a press made of the chatter would come
+        # before the clean ones and make three.
+        assert recorder.wait_for(2) == ["press", "press"]
+        _later(clock, button, 1.0)
+        _press(pin, clock, button, 0.5)
+        assert recorder.wait_for(3) == ["press", "press", "press"]
 
 
 def test_chatter_while_pressed_is_still_one_press(mock_factory):
-    recorder = Recorder()
-    with _button(mock_factory, recorder, bounce_time=0.3, confirm_after=2.0, hold_seconds=5.0):
+    recorder, clock = Recorder(), FakeClock()
+    with _button(mock_factory, recorder, clock, bounce_time=0.3, confirm_after=2.0,
+                 hold_seconds=5.0) as button:
         pin = mock_factory.pin(PIN)
         pin.drive_low()                         # contact closes, bounces, then stays closed
         pin.drive_high()
         pin.drive_low()
-        time.sleep(0.5)
+        _later(clock, button, 0.5)
         pin.drive_high()                        # and bounces open
         pin.drive_low()
         pin.drive_high()
+        _later(clock, button, 0.5)
         assert recorder.wait_for(1) == ["press"]
-        _press(pin, 0.5)
+        _press(pin, clock, button, 0.5)
         assert recorder.wait_for(2) == ["press", "press"]
 
 
 def test_a_callback_that_fails_does_not_stop_the_button(mock_factory, caplog):
     calls = []
     done = threading.Event()
+    clock = FakeClock()
 
     def bad() -> None:
         calls.append("bad")
@@ -142,10 +176,12 @@ def test_a_callback_that_fails_does_not_stop_the_button(mock_factory, caplog):
         done.set()
 
     with ButtonControl(PIN, hold_seconds=0.2, confirm_after=0.1, bounce_time=0.01,
-                       on_press=bad, on_hold=hold, pin_factory=mock_factory):
+                       on_press=bad, on_hold=hold, pin_factory=mock_factory,
+                       clock=clock) as button:
         pin = mock_factory.pin(PIN)
-        _press(pin, 0.05)
+        _press(pin, clock, button, 0.05)
         pin.drive_low()
+        _later(clock, button, 0.3)
         assert done.wait(WAIT)
     assert calls == ["bad"]
     assert "callback failed" in caplog.text
@@ -153,9 +189,9 @@ def test_a_callback_that_fails_does_not_stop_the_button(mock_factory, caplog):
 
 def test_pin_in_use_is_one_line_with_the_fix(mock_factory):
     recorder = Recorder()
-    with _button(mock_factory, recorder):
+    with _button(mock_factory, recorder, FakeClock()):
         with pytest.raises(HardwareError) as caught:
-            _button(mock_factory, recorder)
+            _button(mock_factory, recorder, FakeClock())
     message = str(caught.value)
     assert message.startswith("button on GPIO17: the pin is already in use (")
     assert "\n" not in message
@@ -181,6 +217,7 @@ def test_mock_factory_from_the_environment():
     code = """
 import threading
 from gpiozero import Device
+from agent.clock import FakeClock
 from hardware.button import ButtonControl
 pressed = threading.Event()
 b = ButtonControl(17, on_press=pressed.set, on_hold=lambda: None, bounce_time=0.01)
@@ -239,6 +276,6 @@ def test_led_blink_rates_differ():
 
 def test_led_pin_in_use(mock_factory):
     recorder = Recorder()
-    with _button(mock_factory, recorder):
+    with _button(mock_factory, recorder, FakeClock()):
         with pytest.raises(HardwareError, match="^LED on GPIO17: the pin is already in use"):
             StatusLed(PIN, pin_factory=mock_factory)

@@ -349,11 +349,17 @@ def test_get_token_shows_the_code_on_the_configured_screen(agent_dirs, idp_realt
     _write_display_config(agent_dirs, 'driver = "dummy"\nwidth = 128\nheight = 64')
     create(idp_realtime)
     approve_when_issued(idp_realtime)
-    with caplog.at_level(logging.INFO, logger="hardware"):
+    # Every message of ours at every level (main() sets the root logger's
+    # level itself, so the level goes on our loggers): the secrets are in none.
+    with caplog.at_level(logging.DEBUG, logger="agent"), \
+            caplog.at_level(logging.DEBUG, logger="hardware"):
         assert main(["get-token", "--display", "--output", "json"]) == 0
     assert "dummy" in caplog.text and "128x64" in caplog.text
-    for secret in idp_realtime.issued_secrets():
-        assert secret not in caplog.text
+    secrets = idp_realtime.issued_secrets()
+    assert secrets
+    err = capsys.readouterr().err
+    for secret in secrets:
+        assert secret not in caplog.text and secret not in err
 
 
 def test_get_token_display_trouble_is_one_warning_not_a_failure(agent_dirs, idp_realtime, capsys, caplog):

@@ -323,6 +323,8 @@ def test_systemd_notify_ready_status_watchdog_stopping(agent_dirs, idp_realtime,
 
 def test_mqtt_over_tls_from_the_config_file(service_in_thread, idp_realtime, receiver_realtime,
                                             mosquitto_tls, mqtt_subscriber, caplog):
+    caplog.set_level("DEBUG")       # every level: the password is in none
+    caplog.set_level("DEBUG", logger="agent")
     certs = mosquitto_tls.certs
     secret = paths.config_dir() / "mqtt-password"
     paths.config_dir().mkdir(parents=True, exist_ok=True)
@@ -340,4 +342,5 @@ def test_mqtt_over_tls_from_the_config_file(service_in_thread, idp_realtime, rec
                                    keyfile=str(certs["client.key"])),
                           username="dev-1", password="s3cret-pw")
     assert sub.wait_for(f"{BASE}/state").json()["state"] == SIGNED_IN
+    assert "mqtt" in caplog.text.lower()    # the log was captured at all
     assert "s3cret-pw" not in caplog.text
