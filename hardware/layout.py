@@ -245,6 +245,9 @@ def _space_repeat(size: int, mode: str) -> int:
 def drawn(text: str, size: int, mode: str = "1") -> str:
     """*text* as drawn at *size* on an image of *mode*: each space widened to
     at least :data:`MIN_SPACE` pixels (by repeating it), so words stay apart."""
+    if not scalable_fonts():
+        # Pillow's bitmap font has Latin-1 glyphs only (9.4 raises on "…").
+        text = text.replace(ELLIPSIS, "...").encode("latin-1", "replace").decode("latin-1")
     if " " not in text:
         return text
     n = _space_repeat(size, mode)

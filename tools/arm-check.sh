@@ -177,6 +177,10 @@ mount_all() {
     mount -t devpts devpts "$root/dev/pts" -o newinstance,ptmxmode=0666 && MOUNTED+=("$root/dev/pts")
     mount -t tmpfs tmpfs "$root/run" && MOUNTED+=("$root/run")
     cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+    # pip in the root trusts what pip here trusts (a network that inspects
+    # TLS has its own CA in this machine's bundle, not in a fresh root's).
+    cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/host-ca-certificates.crt"
+    printf '[global]\ncert = /etc/ssl/host-ca-certificates.crt\n' > "$root/etc/pip.conf"
     # No service starts inside a chroot (apt's maintainer scripts ask this).
     printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
     chmod 0755 "$root/usr/sbin/policy-rc.d"
@@ -206,7 +210,8 @@ host_layout() {
     if [[ ! -x "$venv/bin/python" ]]; then
         /usr/bin/python3 -m venv --system-site-packages "$venv" >&2
     fi
-    "$venv/bin/pip" install -q --disable-pip-version-check "${REPO}[display]" >&2 \
+    "$venv/bin/pip" install -q --disable-pip-version-check "${REPO}[display]" \
+        > "$CACHE/logs/host-pip.log" 2>&1 \
         || die "could not install the checkout into $venv"
     (cd / && "$venv/bin/python" -m hardware.layout_report)
 }
@@ -233,15 +238,23 @@ check_arch() {
 
     step "$arch" "$root" install "cd entra-device-agent && sudo deploy/install.sh --extras display,gpio"
     local install_log="$LAST_LOG"
+    if ! grep -q 'install.sh: done' "$install_log"; then
+        note "$arch" "installed" 0 "install.sh failed: the steps after it are skipped ($install_log)"
+        unmount_all
+        COMPILED+=("$arch: (install failed)")
+        return 0
+    fi
 
     # What came from where: Debian's dist-packages or pip's site-packages.
     step "$arch" "$root" modules "/opt/entra-agent/venv/bin/python - <<'PY'
-import importlib, platform
+import importlib.metadata as md, importlib.util, platform
 print('machine', platform.machine())
-for name in ('PIL', 'cbor2', 'smbus2', 'spidev', 'lgpio', 'RPi.GPIO', 'gpiozero', 'luma.core'):
-    m = importlib.import_module(name)
-    where = 'Debian' if '/dist-packages/' in m.__file__ else 'pip'
-    print(f'{name:10} {getattr(m, \"__version__\", getattr(m, \"VERSION\", \"\"))!s:12} {where:7} {m.__file__}')
+# Located, not imported: RPi.GPIO (rpi-lgpio) refuses to import off a Pi.
+for name, dist in (('PIL', 'pillow'), ('cbor2', 'cbor2'), ('smbus2', 'smbus2'), ('spidev', 'spidev'),
+                   ('lgpio', 'lgpio'), ('RPi', 'rpi-lgpio'), ('gpiozero', 'gpiozero'), ('luma', 'luma.core')):
+    spec = importlib.util.find_spec(name)
+    where = spec.origin or list(spec.submodule_search_locations)[0]
+    print(f'{name:9} {md.version(dist):12} {\"Debian\" if \"/dist-packages/\" in where else \"pip\":7} {where}')
 PY"
 
     step "$arch" "$root" check-config "entra-auth-cli create-profile --name default --tenant-id contoso.onmicrosoft.com --client-id 11111111-2222-3333-4444-555555555555 >/dev/null && entra-agent check-config"
@@ -300,17 +313,20 @@ EOF
     local builds
     builds="$(python3 - "$install_log" <<'EOF'
 import re, sys
-started = {}
-out = []
+started, took, pure = {}, {}, set()
 for line in open(sys.argv[1], encoding="utf-8"):
     t, _, text = line.strip().partition(" ")
     m = re.search(r"Building wheel for (\S+) \(.*\): (started|finished with status '(\w+)')", text)
-    if m:
-        if m.group(2) == "started":
-            started[m.group(1)] = float(t)
-        else:
-            out.append(f"{m.group(1)} {float(t) - started.get(m.group(1), float(t)):.0f} s ({m.group(3)})")
-print(", ".join(out) if out else "nothing")
+    if m and m.group(2) == "started":
+        started[m.group(1)] = float(t)
+    elif m:
+        took[m.group(1)] = f"{float(t) - started.get(m.group(1), float(t)):.0f} s, {m.group(3)}"
+    m = re.search(r"Created wheel for (\S+): filename=(\S+)", text)
+    if m and m.group(2).endswith("-none-any.whl"):
+        pure.add(m.group(1).rstrip(":"))
+native = [f"{n} ({took[n]})" for n in took if n not in pure]
+print((", ".join(native) if native else "nothing compiled")
+      + "; pure-Python wheels built: " + (", ".join(f"{n} ({took[n]})" for n in took if n in pure) or "none"))
 EOF
 )"
     COMPILED+=("$arch: $builds")
