@@ -270,3 +270,12 @@ def test_apt_is_asked_only_for_packages_this_system_has(tmp_path: Path) -> None:
     if absent:
         assert "not in this system's Debian archive: " in result.stderr
         assert all(name in result.stderr for name in absent), result.stderr
+
+
+def test_the_install_check_tools_are_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed (apt-get install shellcheck): CI must have it"
+    scripts = sorted((REPO / "tools").glob("*.sh")) + [REPO / ".ci" / "run"]
+    assert len(scripts) >= 3
+    result = subprocess.run([shellcheck, "-S", "warning", *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
