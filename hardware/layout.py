@@ -208,7 +208,10 @@ def scalable_fonts() -> bool:
 _NUDGE = {8: 8.25}
 
 
-@functools.lru_cache(maxsize=64)
+# A FreeType face of DejaVu Sans holds ~130 KB; planning a 320x240 screen
+# tries some 30 sizes. Eight kept faces cover what the screens then draw
+# with (bench/display_memory.py: 33 MB peak for the LCD case, 42 MB with 64).
+@functools.lru_cache(maxsize=8)
 def font(size: int, mode: str = "RGB") -> "ImageFont.FreeTypeFont | ImageFont.ImageFont":
     """The screens' font at *size* pixels for an image of *mode* (see :func:`font_source`)."""
     from PIL import ImageFont
