@@ -146,6 +146,10 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  device {config.device_id}, profile {profile.name}, {len(config.sensors)} sensors, "
           f"every {config.telemetry.interval:g} s")
     print(f"  endpoint {endpoint}; MQTT {mqtt}; display {config.display.driver}")
+    from hardware.pins import pin_backend
+
+    # The pin library the button and LED get (lgpio from Debian or a wheel, ...).
+    print(f"  gpio {pin_backend().describe()}")
     return 0
 
 

@@ -98,13 +98,13 @@ def run_command(prog: str, command: Callable[[], int], *, interrupted: str,
     except AgentError as exc:
         if os.environ.get("DEBUG"):
             raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{_fatal()}{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if os.environ.get("DEBUG"):
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"{prog}: error: {exc.strerror or exc}{where} (run with DEBUG=1 for details)",
+        print(f"{_fatal()}{prog}: error: {exc.strerror or exc}{where} (run with DEBUG=1 for details)",
               file=sys.stderr)
         return EXIT_FAILURE
 
@@ -142,3 +142,10 @@ def die_by_sigint() -> None:
     # The default action is immediate for an unblocked signal; should it be
     # blocked (a parent's sigmask), give up and let the caller return 130.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _fatal() -> str:
+    """The journal priority prefix of a command's last line (``<3>``; none off the journal)."""
+    from agent.logsetup import ERROR_PRIORITY, journal_prefix
+
+    return journal_prefix(ERROR_PRIORITY)

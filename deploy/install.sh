@@ -5,8 +5,12 @@
 #   sudo deploy/install.sh --uninstall [--purge]
 #
 # What it does, each step only when needed (running it again changes nothing):
-#   1. apt: python3-venv, and the Debian builds of the C parts of the extras
-#      (python3-lgpio for GPIO on a Pi 5, Pillow, smbus2, spidev, i2c-tools);
+#   1. apt: python3-venv, and the Debian builds of everything compiled that
+#      the extras need, where this system's archive has them, so a Pi Zero
+#      never compiles: Pillow, cbor2, smbus2, spidev, the DejaVu font of the
+#      screens, i2c-tools; lgpio and rpi-lgpio (RPi.GPIO for SPI displays)
+#      from Raspberry Pi OS's archive. What apt lacks (lgpio on plain Debian)
+#      pip takes as a wheel from PyPI in step 3;
 #   2. a virtual environment in /opt/entra-agent/venv. Raspberry Pi OS marks
 #      its Python "externally managed" (PEP 668) and refuses `pip install`
 #      into it; a venv is the supported way around that. It sees the system's
@@ -164,18 +168,43 @@ run_systemctl() {
 
 # -- install --------------------------------------------------------------
 
+apt_wanted() {
+    # The Debian packages for the chosen extras, before asking apt which exist.
+    # display: Pillow (python3-pil: bookworm's 9.4 draws the same screens as
+    # PyPI's newest), luma.core's compiled dependencies (cbor2, whose 6.x has
+    # no armv7l wheel and needs Rust; spidev, which PyPI has as source only;
+    # smbus2), the screens' font, i2cdetect; RPi.GPIO for SPI displays as
+    # python3-rpi-lgpio (Raspberry Pi OS; works on every Pi incl. the 5),
+    # unless the older python3-rpi.gpio is there already (they conflict, and
+    # apt would remove it). gpio: lgpio, gpiozero's pin library (Raspberry Pi
+    # OS only; elsewhere pip takes the lgpio wheel).
+    printf '%s\n' python3-venv
+    if [[ ",$EXTRAS," == *",display,"* ]]; then
+        printf '%s\n' python3-pil python3-cbor2 python3-smbus2 python3-spidev fonts-dejavu-core i2c-tools
+        if ! dpkg-query -W -f='${Status}' python3-rpi.gpio 2>/dev/null | grep -q 'install ok installed'; then
+            printf '%s\n' python3-rpi-lgpio
+        fi
+    fi
+    if [[ ",$EXTRAS," == *",gpio,"* ]]; then
+        printf '%s\n' python3-lgpio
+    fi
+}
+
 apt_packages() {
-    # Debian packages for the chosen extras; only those this system's apt
-    # knows (python3-lgpio is in Raspberry Pi OS, not in plain Debian).
-    local wanted=(python3-venv)
-    [[ ",$EXTRAS," == *",display,"* ]] && wanted+=(python3-pil python3-smbus2 python3-spidev i2c-tools)
-    [[ ",$EXTRAS," == *",gpio,"* ]] && wanted+=(python3-lgpio)
-    local pkg
-    for pkg in "${wanted[@]}"; do
+    # apt_wanted, less what this system's apt does not know (python3-lgpio and
+    # python3-rpi-lgpio are in Raspberry Pi OS's archive, not in Debian's):
+    # said once, so that a person sees where pip steps in.
+    local pkg absent=()
+    while IFS= read -r pkg; do
         if apt-cache show -- "$pkg" >/dev/null 2>&1; then
             printf '%s\n' "$pkg"
+        else
+            absent+=("$pkg")
         fi
-    done
+    done < <(apt_wanted)
+    if [[ ${#absent[@]} -gt 0 ]]; then
+        say "not in this system's Debian archive: ${absent[*]} (pip installs what the extras need from PyPI instead)"
+    fi
 }
 
 install_apt() {
@@ -287,7 +316,11 @@ install_package() {
         return 0
     fi
     say "installing $requirement"
-    local pip=("$(r "$VENV")/bin/python" -m pip install --disable-pip-version-check --no-input --quiet)
+    # Not --quiet: pip's own message is the explanation when a step fails (a
+    # package that would have to be compiled, no network). --prefer-binary:
+    # an older release with a wheel beats compiling a newer one on the board.
+    local pip=("$(r "$VENV")/bin/python" -m pip install --disable-pip-version-check --no-input
+               --progress-bar off --prefer-binary)
     [[ $UPGRADE -eq 1 ]] && pip+=(--upgrade)
     "${pip[@]}" -- "$requirement" || die "pip could not install $requirement (see its message above)"
     if [[ -f "$SOURCE" ]]; then

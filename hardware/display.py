@@ -170,15 +170,6 @@ def open_device(settings: Mapping[str, object]) -> Any:
     return device
 
 
-# Debian/Raspberry Pi OS packages for the modules luma imports on demand.
-_APT_PACKAGES = {
-    "RPi": "python3-rpi-lgpio (python3-rpi.gpio before Raspberry Pi 5)",
-    "spidev": "python3-spidev",
-    "smbus2": "python3-smbus2",
-    "pyftdi": "python3-pyftdi",
-}
-
-
 def _is_character_display(display: str) -> bool:
     """True for luma's character LCDs (hd44780, ws0010, winstar_weh)."""
     import importlib
@@ -213,10 +204,13 @@ def _explain(exc: Exception, name: str, driver: str,
     os_error = _os_error(exc)
     text = str(exc)
     if isinstance(exc, ImportError):
+        from hardware.packages import install_hint
+
+        # luma imports RPi.GPIO, spidev, smbus2, pyftdi on demand; the hint
+        # names a package this system has (Debian's, else pip's).
         module = (exc.name or text).split(".")[0]
-        package = _APT_PACKAGES.get(module, f"python3-{module.lower()}")
         return HardwareError(f"display {name} not available: the Python module {module} is missing",
-                             f"install it with: sudo apt install {package}")
+                             f"install it with: {install_hint(module)}")
     if os_error is not None:
         cause = os_error.strerror or text
         if os_error.errno == errno.ENOENT:

@@ -10,9 +10,12 @@ returned as a :class:`Line` whose ``box`` is the exact ink bounding box, so
 tests (and :func:`hardware.screens.render`) can check that nothing leaves the
 canvas or overlaps.
 
-All sizes are in pixels. Fonts are Pillow's own default font
-(``ImageFont.load_default(size=...)``, a scalable font when Pillow has
-FreeType, the fixed bitmap font otherwise): nothing is downloaded.
+All sizes are in pixels. The font is DejaVu Sans from Debian's
+``fonts-dejavu-core`` (on Raspberry Pi OS too; the installer puts it there),
+opened with :func:`PIL.ImageFont.truetype` and its basic layout engine:
+that call and that file work the same in Debian bookworm's Pillow 9.4 and in
+the newest Pillow from PyPI, so both draw the same layout (see
+:func:`font_source` for what happens without it). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -27,8 +31,8 @@ if TYPE_CHECKING:  # Pillow is imported lazily: the agent runs without it.
     from PIL import ImageFont
 
 __all__ = [
-    "Box", "Block", "Line", "font", "scalable_fonts", "wrap", "fit_column", "drawn",
-    "ELLIPSIS", "MIN_SPACE", "shorten_account",
+    "Box", "Block", "Line", "font", "font_source", "FontSource", "scalable_fonts", "wrap",
+    "fit_column", "drawn", "ELLIPSIS", "MIN_SPACE", "FONT_FILES", "shorten_account",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,27 +130,98 @@ class Line:
     block: int = -1                 # index of the Block it shows, in fit_column's list
 
 
+# The screens' font, first found wins. DejaVu Sans: in Debian and Raspberry
+# Pi OS (fonts-dejavu-core, which install.sh installs with the display
+# extra), legible at 8 px on a 1-bit panel thanks to its hinting, and read by
+# every Pillow with FreeType. Pillow 10.1+ has a scalable font of its own
+# (load_default(size=...)), but Debian bookworm's Pillow 9.4 has not, and the
+# two fonts lay out differently; one file for both keeps the screens equal.
+FONT_FILES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+)
+
+
+@dataclass(frozen=True)
+class FontSource:
+    """Where the screens' glyphs come from.
+
+    ``kind`` is ``"truetype"`` (a file of :data:`FONT_FILES`, at any size),
+    ``"pillow"`` (Pillow 10.1+'s built-in scalable font, when no file is
+    there: a usable screen, laid out a little differently) or ``"bitmap"``
+    (Pillow's fixed 11 px font: no FreeType, or an old Pillow without a
+    font file; every screen at one size). ``path`` is the file, if any.
+    """
+
+    kind: str
+    path: str = ""
+
+
 @functools.cache
+def font_source() -> FontSource:
+    """The font the screens use here (decided once; see :data:`FONT_FILES`).
+
+    The fallback is defined and logged once at WARNING with the fix: a
+    missing font never blanks a screen.
+    """
+    from PIL import ImageFont, features
+
+    if not features.check("freetype2"):
+        log.warning("screens: this Pillow has no FreeType: using its small bitmap font "
+                    "(install Debian's python3-pil)")
+        return FontSource("bitmap")
+    for path in FONT_FILES:
+        if os.path.isfile(path):
+            try:
+                ImageFont.truetype(path, 10, layout_engine=_basic_layout())
+            except OSError as exc:
+                log.warning("screens: cannot read the font %s (%s)", path, exc)
+                continue
+            return FontSource("truetype", path)
+    fix = "install it: sudo apt-get install fonts-dejavu-core"
+    try:
+        ImageFont.load_default(size=10)  # type: ignore[call-arg]
+    except TypeError:  # Pillow before 10.1: no scalable font of its own
+        log.warning("screens: no font file %s: using Pillow's small bitmap font (%s)",
+                    FONT_FILES[0], fix)
+        return FontSource("bitmap")
+    log.warning("screens: no font file %s: using Pillow's built-in font (%s)", FONT_FILES[0], fix)
+    return FontSource("pillow")
+
+
+def _basic_layout() -> int:
+    """Pillow's basic layout engine (no HarfBuzz: less memory, same advances everywhere)."""
+    from PIL import ImageFont
+
+    layout = getattr(ImageFont, "Layout", None)  # Pillow >= 9.1
+    return int(layout.BASIC) if layout is not None else ImageFont.LAYOUT_BASIC  # type: ignore[attr-defined]
+
+
 def scalable_fonts() -> bool:
-    """True when Pillow can scale its default font (it was built with FreeType)."""
-    from PIL import features
-
-    return bool(features.check("freetype2"))
+    """True when the screens' font scales (a TrueType font through FreeType)."""
+    return font_source().kind != "bitmap"
 
 
-# Pillow's default font hinted for 1-bit output at exactly 8 px loses the bars
-# of "f" and "t" ("microsoftonline" reads "microsollonline"); at 8.25 px the
-# glyphs keep them and are no wider.
+# Pillow's own default font hinted for 1-bit output at exactly 8 px loses the
+# bars of "f" and "t" ("microsoftonline" reads "microsollonline"); at 8.25 px
+# the glyphs keep them and are no wider. (Only that font: DejaVu is hinted
+# for 8 px, and Pillow before 10.1 takes whole sizes only.)
 _NUDGE = {8: 8.25}
 
 
-@functools.lru_cache(maxsize=64)
+# A FreeType face of DejaVu Sans holds ~130 KB; planning a 320x240 screen
+# tries some 30 sizes. Eight kept faces cover what the screens then draw
+# with (bench/display_memory.py: 33 MB peak for the LCD case, 42 MB with 64).
+@functools.lru_cache(maxsize=8)
 def font(size: int, mode: str = "RGB") -> "ImageFont.FreeTypeFont | ImageFont.ImageFont":
-    """Pillow's default font at *size* pixels for an image of *mode* (bitmap without FreeType)."""
+    """The screens' font at *size* pixels for an image of *mode* (see :func:`font_source`)."""
     from PIL import ImageFont
 
-    if scalable_fonts():
-        return ImageFont.load_default(size=_NUDGE.get(size, size) if mode == "1" else size)
+    source = font_source()
+    if source.kind == "truetype":
+        return ImageFont.truetype(source.path, size, layout_engine=_basic_layout())
+    if source.kind == "pillow":
+        return ImageFont.load_default(  # type: ignore[call-arg]
+            size=_NUDGE.get(size, size) if mode == "1" else size)
     return ImageFont.load_default()
 
 
@@ -173,6 +248,9 @@ def _space_repeat(size: int, mode: str) -> int:
 def drawn(text: str, size: int, mode: str = "1") -> str:
     """*text* as drawn at *size* on an image of *mode*: each space widened to
     at least :data:`MIN_SPACE` pixels (by repeating it), so words stay apart."""
+    if not scalable_fonts():
+        # Pillow's bitmap font has Latin-1 glyphs only (9.4 raises on "…").
+        text = text.replace(ELLIPSIS, "...").encode("latin-1", "replace").decode("latin-1")
     if " " not in text:
         return text
     n = _space_repeat(size, mode)

@@ -37,9 +37,11 @@ def gpio_error(exc: BaseException, what: str, pin: int) -> HardwareError:
         return HardwareError(f"{name}: the pin is already in use",
                              f"choose another pin in the config, or stop what uses GPIO{pin}")
     if isinstance(exc, gz.BadPinFactory):
+        from hardware.packages import install_hint
+
         return HardwareError(
             f"{name}: no GPIO library could drive the pins",
-            "on a Raspberry Pi install python3-lgpio (sudo apt install python3-lgpio); "
+            f"on the board install lgpio: {install_hint('lgpio')}; "
             "off the board set GPIOZERO_PIN_FACTORY=mock")
     if isinstance(exc, (gz.PinInvalidPin, gz.PinNoPins, gz.PinUnsupported, gz.PinFixedPull)):
         return HardwareError(f"{name}: not a usable pin ({exc})",

@@ -712,7 +712,12 @@ def write_gallery(out_dir: Path, *, scale_to: int = 256) -> list[Path]:
                     image.save(path, optimize=True)
                     written.append(path)
                 continue
-            image = render(view, geometry.size, geometry.mode)
+            try:
+                image = render(view, geometry.size, geometry.mode)
+            except LayoutError:
+                # What the panel shows then (LumaPresenter does the same):
+                # only with Pillow's small bitmap font, when no font file is there.
+                image = render_plain(view, geometry.size, geometry.mode)
             factor = max(1, scale_to // geometry.width)
             if factor > 1:
                 image = image.resize((geometry.width * factor, geometry.height * factor),

@@ -229,3 +229,53 @@ def test_refuses_to_install_into_slash_unless_root() -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == ("install.sh: error: must run as root to install into / "
                                      "(run it with sudo, or pass --root DIR for a scratch root)")
+
+
+def test_a_failing_pip_step_shows_pips_own_error(checkout: Path, root: Path) -> None:
+    # On armhf, cbor2 6.x needed a Rust compiler and pip's reason was hidden
+    # by --quiet ("see its message above" pointed at nothing). A source pip
+    # cannot build must show pip's own error above install.sh's line.
+    # A build backend that does not exist: pip fails offline, with its own words.
+    (checkout / "pyproject.toml").write_text(
+        "[build-system]\nrequires = []\nbuild-backend = 'no_such_backend_for_this_test'\n")
+    result = run_install("--root", str(root), "--source", str(checkout), "--extras", "none",
+                         check=False)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("install.sh: error: pip could not install ") and "see its message above" in last
+    before = output[:output.rindex("install.sh: error:")]
+    assert "no_such_backend_for_this_test" in before, output[-3000:]
+    # ... and what pip was doing when it failed (--quiet hid that: on a Pi
+    # Zero a package compiling for half an hour looked like a hang).
+    assert f"Processing {checkout}" in before, output[-3000:]
+
+
+def test_apt_is_asked_only_for_packages_this_system_has(tmp_path: Path) -> None:
+    # The lists install.sh would hand to apt-get, from this machine's apt:
+    # python3-lgpio / python3-rpi-lgpio exist only in Raspberry Pi OS's archive.
+    if shutil.which("apt-cache") is None:
+        pytest.skip("needs apt")
+    script = ("set -euo pipefail; source <(sed -n '/^apt_wanted()/,/^}/p;/^apt_packages()/,/^}/p;"
+              "/^say()/,/^}/p' " + str(INSTALL) + "); PROG=install.sh; EXTRAS=display,gpio; apt_packages")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    asked = result.stdout.split()
+    for name in asked:
+        assert subprocess.run(["apt-cache", "show", name], capture_output=True).returncode == 0, name
+    expected = {"python3-venv", "python3-pil", "python3-cbor2", "python3-smbus2", "python3-spidev",
+                "fonts-dejavu-core"}
+    assert expected <= set(asked), asked
+    absent = [name for name in ("python3-lgpio", "python3-rpi-lgpio") if name not in asked]
+    if absent:
+        assert "not in this system's Debian archive: " in result.stderr
+        assert all(name in result.stderr for name in absent), result.stderr
+
+
+def test_the_install_check_tools_are_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed (apt-get install shellcheck): CI must have it"
+    scripts = sorted((REPO / "tools").glob("*.sh")) + [REPO / ".ci" / "run"]
+    assert len(scripts) >= 3
+    result = subprocess.run([shellcheck, "-S", "warning", *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -107,9 +107,11 @@ def test_sign_in_shows_code_and_address_whole(name, geometry):
 def test_qr_code_decodes_to_the_address(name, geometry):
     view = ALL_VIEWS[name]
     p = plan(view, geometry.size, geometry.mode)
-    if geometry.size in ((128, 32), (84, 48)):
+    if geometry.size in ((128, 32), (84, 48)) or (name, geometry.size) == ("sign-in-china", (96, 64)):
         # One pixel per module plus the quiet zone (41 px) leaves no room
-        # for the code and address beside it.
+        # for the code and address beside it; on a 96x64 panel the widest
+        # code there is (nine W: 71 px at the smallest size) leaves the
+        # 50 px beside the QR code too, and the code matters more.
         assert p.qr is None
         return
     assert p.qr is not None, f"no QR code on {geometry.name}"
@@ -302,8 +304,8 @@ def test_importing_hardware_loads_no_heavy_modules():
 def test_countdown_ticks_without_moving_anything_else():
     # The layout is made once with stand-ins; each second only the ticking
     # text changes, in the same place.
-    a = plan(replace(SAMPLES["sign-in"], seconds_left=898), (320, 240), "RGB")
-    b = plan(replace(SAMPLES["sign-in"], seconds_left=61), (320, 240), "RGB")
+    a = plan(replace(SAMPLES["sign-in"], seconds_left=898), (160, 128), "RGB")
+    b = plan(replace(SAMPLES["sign-in"], seconds_left=61), (160, 128), "RGB")
     texts_a = [line.text for line in a.lines]
     texts_b = [line.text for line in b.lines]
     assert "expires in 14m 58s" in texts_a and "expires in 1m 01s" in texts_b
@@ -341,11 +343,14 @@ def test_address_breaks_between_words_when_that_fits(name, geometry):
 def test_sign_in_128x64_reads_whole_words_and_keeps_its_qr_code():
     p = plan(SAMPLES["sign-in"], (128, 64), "1")
     address = [line.text for line in p.lines if line.block == 1]
-    assert address == ["login.", "microsoftonline.", "us/common/", "oauth2/", "deviceauth"]
+    assert "".join(address) == display_address(USGOV_DEVICE_URI)
+    assert _breaks_inside_a_word(address) == [], address
     assert min(line.size for line in p.lines if line.block == 1) >= screens.MIN_FONT
     assert p.qr is not None and p.qr.box.right == 127, "the QR code stays at the right edge"
     code = next(line for line in p.lines if line.role == "big")
-    assert code.text == "FJ8ZK3ZUS" and code.size >= 15
+    # Ink height, not font size: what a person reads (DejaVu Sans at 14 px
+    # is 13 px tall; Pillow 10's own font needed 15 px for 10).
+    assert code.text == "FJ8ZK3ZUS" and code.box.height >= 12
 
 
 def test_mid_word_breaks_remain_the_last_resort_on_the_smallest_panel():
