@@ -121,7 +121,11 @@ def _prompt_session(agent_dirs, answers: list[bytes], *args: str) -> tuple[int, 
         if output.rstrip().endswith(b":") and pending:
             os.write(fd, pending.pop(0))
             output += b"\n"
+    else:
+        os.kill(pid, signal.SIGKILL)    # a hung CLI fails the test rather than hanging it
+        output += b"\n[killed after 30 s]"
     _, status = os.waitpid(pid, 0)
+    os.close(fd)
     return status, output
 
 
