@@ -409,13 +409,13 @@ class TokenClient:
                                      requested=requested, previous=tokens, url=url)
         # Rotation: the new refresh token is on disk before anyone uses the access token.
         if new.covers(self.profile.scopes):
-            self.store.save(self.profile.name, new.to_dict())
+            self._save(new)
             self._current = new
         elif new.refresh_token != tokens.refresh_token:
             # A token for other scopes (get-token --scope): keep the profile's
             # own access token on disk, but never lose the rotated refresh token.
             tokens.refresh_token = new.refresh_token
-            self.store.save(self.profile.name, tokens.to_dict())
+            self._save(tokens)
         log.info("token refreshed for profile %s (refresh token %s -> %s)", self.profile.name,
                  fingerprint(tokens.refresh_token), fingerprint(new.refresh_token))
         return new
@@ -443,10 +443,17 @@ class TokenClient:
                                         requested=requested,
                                         url=self.endpoints().token_endpoint)
         with self._lock, self.store.locked(self.profile.name):
-            self.store.save(self.profile.name, tokens.to_dict())
+            self._save(tokens)
             self._current = tokens
         log.info("signed in to profile %s as %s", self.profile.name, tokens.account or "?")
         return tokens
+
+    def _save(self, tokens: TokenSet) -> None:
+        """Write *tokens* (caller holds the lock), checked the way they will be
+        read back: nothing that would read as damaged is ever written."""
+        data = tokens.to_dict()
+        TokenSet.from_dict(data)
+        self.store.save(self.profile.name, data)
 
     def sign_out(self) -> "SignedOut":
         """Forget this profile's tokens (delete the token file), with no network.
