@@ -85,7 +85,7 @@ MAX_CODE_LIFETIME = 86400
 MAX_INTERVAL = 3600
 #: How long a poll may outlast the code's lifetime, in seconds: the flow
 #: ends within expires_in + POLL_GRACE whatever the server does.
-POLL_GRACE = 5.0
+POLL_GRACE = 2.0
 
 _WHAT = "the device authorization endpoint"
 

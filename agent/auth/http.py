@@ -42,11 +42,12 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from agent.auth.errors import (
-    AnswerTooLarge, AnswerTooSlow, InsecureEndpoint, ProviderUnavailable, RedirectRefused,
-    UnusableAnswer, origin, unavailable,
+    AnswerTooLarge, AnswerTooSlow, InsecureEndpoint, InvalidAnswer, ProviderUnavailable,
+    RedirectRefused, UnusableAnswer, origin, unavailable,
 )
 from agent.errors import CancelledError
 from agent.net import is_loopback
@@ -85,7 +86,7 @@ class Answer:
 
     def json(self) -> Any:
         """The body as JSON, or raise :class:`ProviderUnavailable` (not JSON)
-        or :class:`UnusableAnswer` (non-finite numbers, too deep)."""
+        or :class:`InvalidAnswer` (non-finite numbers, too deep)."""
         return parse_json(self.body, self.what, self.url)
 
     def json_or_none(self) -> Any:
@@ -104,6 +105,10 @@ def require_secure(url: str, what: str = "endpoint") -> str:
     'http://127.0.0.1:8400/token'
     """
     from agent.textsafe import clean
+    if not isinstance(url, str) or not all(0x21 <= ord(ch) < 0x7F for ch in url):
+        raise InsecureEndpoint(f"{what} {clean(url if isinstance(url, str) else '', 200)!r} is not "
+                               "a valid URL (spaces, control or non-ASCII characters)",
+                               "give a full https:// address")
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -161,7 +166,7 @@ def parse_json(body: bytes, what: str, url: str) -> Any:
     """Parse an answer body as strict JSON (RFC 8259, UTF-8).
 
     :raises ProviderUnavailable: not JSON (a captive portal's HTML page).
-    :raises UnusableAnswer: JSON with ``NaN``/``Infinity``/``1e999`` or
+    :raises InvalidAnswer: JSON with ``NaN``/``Infinity``/``1e999`` or
         nested deeper than :data:`MAX_DEPTH`.
     """
     try:
@@ -171,15 +176,15 @@ def parse_json(body: bytes, what: str, url: str) -> Any:
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
-        raise UnusableAnswer(f"{what} sent JSON nested too deeply, from {origin(url)}",
+        raise InvalidAnswer(f"{what} sent JSON nested too deeply, from {origin(url)}",
                              "report this to the provider") from None
     except ValueError as exc:       # JSONDecodeError, non-finite numbers, huge integers
         if "non-finite" in str(exc):
-            raise UnusableAnswer(f"{what} sent a non-finite number (NaN or Infinity), "
+            raise InvalidAnswer(f"{what} sent a non-finite number (NaN or Infinity), "
                                  f"from {origin(url)}", "report this to the provider") from None
         raise _not_json(what, url) from None
     if _depth(value) > MAX_DEPTH:
-        raise UnusableAnswer(f"{what} sent JSON nested too deeply, from {origin(url)}",
+        raise InvalidAnswer(f"{what} sent JSON nested too deeply, from {origin(url)}",
                              "report this to the provider")
     return value
 
@@ -194,49 +199,77 @@ def _not_json(what: str, url: str) -> ProviderUnavailable:
 # -- the session: sockets the watchdog can reach ----------------------------------
 
 class _Watch:
-    """The connections one request uses, so a watchdog can shut them down."""
+    """The sockets one request uses, so a watchdog can shut them down."""
 
     def __init__(self) -> None:
-        self.connections: list[Any] = []
+        self.sockets: list[socket.socket] = []
         self.fired: str | None = None       # "deadline" or "cancel"
         self.lock = threading.Lock()
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self.lock:
+            self.sockets.append(sock)
+            fired = self.fired
+        if fired is not None:
+            _shutdown(sock)
 
     def shut(self, why: str) -> None:
         with self.lock:
             if self.fired is None:
                 self.fired = why
-            for conn in self.connections:
-                sock = getattr(conn, "sock", None)
-                if sock is None:
-                    continue
-                try:
-                    # The plain-socket shutdown, also under TLS: it wakes a
-                    # blocked recv in the other thread without touching the
-                    # TLS object that thread is using.
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            sockets = list(self.sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        # The plain-socket shutdown, also under TLS: it wakes a blocked recv
+        # in the other thread without touching the TLS object it is using.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 _current = threading.local()
 
 
+def _register(sock: socket.socket | None) -> None:
+    watch: _Watch | None = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.add(sock)
+
+
+# The socket is recorded when it is made (or taken from the pool), not looked
+# up when the deadline passes: http.client drops conn.sock as soon as an
+# answer says it will close, while the answer is still being read from it.
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register(self.sock)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register(self.sock)
+
+
 class _WatchedPoolMixin:
     def _get_conn(self, timeout: float | None = None) -> Any:  # urllib3 internal hook
         conn = super()._get_conn(timeout)  # type: ignore[misc]
-        watch: _Watch | None = getattr(_current, "watch", None)
-        if watch is not None:
-            with watch.lock:
-                watch.connections.append(conn)
+        _register(getattr(conn, "sock", None))     # a kept-alive connection
         return conn
 
 
 class _WatchedHTTPPool(_WatchedPoolMixin, HTTPConnectionPool):
-    pass
+    ConnectionCls = _WatchedHTTPConnection
 
 
 class _WatchedHTTPSPool(_WatchedPoolMixin, HTTPSConnectionPool):
-    pass
+    ConnectionCls = _WatchedHTTPSConnection
 
 
 class _WatchedAdapter(HTTPAdapter):
@@ -347,7 +380,7 @@ def _raise_for(watch: _Watch, exc: BaseException, what: str, url: str, deadline:
         raise CancelledError("Authentication cancelled by user") from None
     if watch.fired == "deadline" or isinstance(exc, requests.Timeout):
         raise AnswerTooSlow(
-            f"{what} did not answer within {deadline:.0f} s, at {origin(url)}",
+            f"{what} did not answer within {deadline:.3g} s, at {origin(url)}",
             "check the network connection; retrying may help",
         ) from None
     raise unavailable(f"cannot reach {what} ({type(exc).__name__})", url) from None
