@@ -79,8 +79,8 @@ class DeviceAuthorization:
 
 
 #: Longest device code lifetime accepted, in seconds (RFC 8628 gives no
-#: limit; Entra uses 900, others 600-1800).
-MAX_CODE_LIFETIME = 86400
+#: limit; Entra uses 900, others 600-1800; a month is past any real one).
+MAX_CODE_LIFETIME = 31 * 86400
 #: Longest polling interval accepted, in seconds.
 MAX_INTERVAL = 3600
 #: How long a poll may outlast the code's lifetime, in seconds: the flow
