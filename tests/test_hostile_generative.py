@@ -263,8 +263,9 @@ def run_case(hostile, elsewhere, workdir, *, kind: str, secrets: list[str], save
     capture = LogCapture()
     agent_log = logging.getLogger("agent")
     agent_log.addHandler(capture)
-    old_level = agent_log.level
+    old_level, old_propagate = agent_log.level, agent_log.propagate
     agent_log.setLevel(logging.DEBUG)
+    agent_log.propagate = False      # logs checked here; stderr holds what the CLI wrote
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -280,6 +281,7 @@ def run_case(hostile, elsewhere, workdir, *, kind: str, secrets: list[str], save
     finally:
         agent_log.removeHandler(capture)
         agent_log.setLevel(old_level)
+        agent_log.propagate = old_propagate
         peak = tracemalloc.get_traced_memory()[1] if big else 0
         if big:
             tracemalloc.stop()

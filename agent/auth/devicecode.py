@@ -174,7 +174,12 @@ def poll_for_token(
     ``slow_down`` adds 5 s to this and every later poll, ``access_denied``
     (Entra: ``authorization_declined``) and ``expired_token`` end it. A
     refused connection, a timeout or a 5xx is retried inside the code's
-    lifetime with growing waits, never faster than the interval.
+    lifetime with growing waits, never faster than the interval. A
+    redirect or an answer with invalid fields ends it at once
+    (:class:`RedirectRefused`, :class:`InvalidAnswer`). Each request's
+    deadline is *timeout*, cut to what is left of the code plus
+    :data:`POLL_GRACE`, so the flow ends within the code's lifetime
+    whatever the server does; *cancel* stops a request in flight too.
 
     *on_wait* is called with the seconds left before every wait (and every
     *tick* seconds during a wait, for a countdown). Raises

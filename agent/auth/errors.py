@@ -1,7 +1,7 @@
 """One exception per OAuth wire error, with hints for Entra's AADSTS codes.
 
 Low-level failures (a refused connection, a 503, an HTML captive portal) are
-translated once, here, at the edge (:func:`error_from_response`,
+translated once, here, at the edge (:func:`error_from_answer`,
 :func:`unavailable`), so callers see one :class:`AuthError` family whose
 ``str()`` is one line a person can act on. No message ever carries a token,
 a device code or a refresh token: only the provider's error code and the
@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import requests
 
 from agent.errors import EXIT_NETWORK, EXIT_SIGN_IN, EXIT_USAGE, AgentError
 from agent.textsafe import clean
@@ -25,7 +24,7 @@ __all__ = [
     "InvalidScope", "InvalidRequest", "UnauthorizedClient", "UnsupportedGrantType",
     "SignInRequired", "UnusableAnswer", "RedirectRefused", "AnswerTooLarge",
     "AnswerTooSlow", "InvalidAnswer", "AADSTS_HINTS", "REAUTH_AADSTS",
-    "error_from_response", "unavailable", "origin",
+    "error_from_answer", "unavailable", "origin",
 ]
 
 
@@ -295,16 +294,6 @@ def error_from_answer(status: int, body: Any, url: str,
             "check the network: a proxy or captive portal may be in the way",
         )
     return error_from_body(body, status, context)
-
-
-def error_from_response(response: requests.Response,
-                        context: str = "the identity provider") -> AuthError:
-    """:func:`error_from_answer` for a whole ``requests.Response``."""
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):
-        body = None
-    return error_from_answer(response.status_code, body, response.url, context)
 
 
 def unavailable(what: str, url: str | None = None) -> ProviderUnavailable:
