@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import requests
 
-from agent.auth.errors import DiscoveryError, ProviderUnavailable, error_from_answer
+from agent.auth.errors import (
+    DiscoveryError, InsecureEndpoint, ProviderUnavailable, error_from_answer,
+)
 from agent.auth.http import DEFAULT_DEADLINE, request, require_secure
 from agent.errors import UsageError
 from agent.net import is_loopback
@@ -158,4 +160,10 @@ def _endpoint(value: object, what: str, url: str) -> str:
     if not isinstance(value, str) or len(value) > MAX_ENDPOINT:
         raise DiscoveryError(f"the OpenID configuration at {clean(url)} has a {what} that is "
                              "not a URL text", "report this to the provider")
-    return require_secure(value, what)
+    try:
+        return require_secure(value, what)
+    except InsecureEndpoint as exc:
+        # The provider's document, not the person's input: not a usage error (exit 2).
+        raise DiscoveryError(f"the OpenID configuration at {clean(url)} lists an unusable "
+                             f"{exc.message}", "report this to the provider: endpoints must be "
+                             "https:// (plain http only on loopback)") from None
