@@ -504,3 +504,21 @@ def test_a_refused_token_file_stops_the_agent_before_asking_anyone(make_service,
     assert idp.counts["devicecode"] == 0
     assert any(isinstance(v, ui.ErrorView) and "readable" in v.message for v in presenter.views)
     assert service.finished
+
+
+@pytest.mark.parametrize("expires_at", [float("nan"), "soon", None, 1e300])
+def test_a_damaged_token_file_stops_the_agent_with_the_fix(make_service, idp, expires_at):
+    """A poisoned token file (as an old version could write) is exit 6 with the fix, no traceback."""
+    from agent.errors import StorageError
+    paths.token_dir().mkdir(parents=True, mode=0o700, exist_ok=True)
+    path = paths.token_dir() / "default.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"access_token": "x", "expires_at": expires_at, "scope": []}, f)
+    presenter = RecordingPresenter()
+    service = make_service(presenter=presenter)
+    with pytest.raises(StorageError, match="is damaged") as info:
+        service.run()
+    assert info.value.exit_code == 6
+    assert "entra-auth-cli logout --profile default" in str(info.value)
+    assert idp.counts["devicecode"] == 0
