@@ -363,16 +363,16 @@ def _create_profile(args: argparse.Namespace) -> int:
 
 
 def _token_summary(profile: Profile) -> dict[str, Any]:
+    from agent.auth.tokens import load_tokens
     from agent.tokenstore import TokenStore
     try:
-        data = TokenStore(paths.token_dir()).load(profile.name)
+        tokens = load_tokens(TokenStore(paths.token_dir()), profile.name)
     except (AgentError, OSError) as exc:
-        # Unreadable (not root) or refused (permissions): say why, with the fix.
+        # Unreadable (not root), refused (permissions) or damaged: say why, with the fix.
         print(f"{PROG}: warning: profile '{profile.name}': {exc}", file=sys.stderr)
         return {"signed_in": None, "account": None, "expires_at": None, "error": str(exc)}
-    if not data:
+    if tokens is None:
         return {"signed_in": False, "account": None, "expires_at": None}
-    tokens = TokenSet.from_dict(data)
     return {"signed_in": True, "account": tokens.account or None,
             "expires_at": report.iso(tokens.expires_at)}
 
@@ -392,11 +392,22 @@ def _list_profiles(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sign_out(client: TokenClient) -> bool:
+    """Delete the profile's tokens, then ask the provider to revoke the
+    refresh token (RFC 7009), in bounded time; one line says how that went."""
+    signed_out = client.sign_out()
+    if signed_out:
+        print(f"{PROG}: {client.revoke(signed_out.tokens).line}", file=sys.stderr)
+    return bool(signed_out)
+
+
 def _delete_profile(args: argparse.Namespace) -> int:
     store = _profiles()
     profile = store.get(args.name, hint=f"see: {PROG} list-profiles")
-    # Tokens, lock and sign-in files; refused while a sign-in is under way.
-    _client(profile).store.remove_profile(profile.name)
+    client = _client(profile)
+    _sign_out(client)                   # revoke first, while the refresh token is at hand
+    # Then the lock and sign-in files; refused while a sign-in is under way.
+    client.store.remove_profile(profile.name)
     store.delete(profile.name)
     print(f"Profile '{profile.name}' and its saved tokens deleted", file=sys.stderr)
     return EXIT_OK
@@ -404,7 +415,7 @@ def _delete_profile(args: argparse.Namespace) -> int:
 
 def _logout(args: argparse.Namespace) -> int:
     profile = _profiles().get(args.profile, hint=f"see: {PROG} list-profiles")
-    if _client(profile).sign_out():
+    if _sign_out(_client(profile)):
         print(f"Signed out of profile '{profile.name}' (saved tokens deleted)", file=sys.stderr)
     else:
         print(f"Profile '{profile.name}' was not signed in", file=sys.stderr)

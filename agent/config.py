@@ -20,7 +20,7 @@ the config file's folder. ``deploy/agent.toml.example`` documents every key.
 from __future__ import annotations
 
 import difflib
-import json
+import errno
 import logging
 import math
 import re
@@ -81,6 +81,8 @@ BUILTIN_SENSOR_OPTIONS: dict[str, frozenset[str]] = {
 # Names that end up in MQTT topics and file names: no '/', '+', '#', spaces.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DRIVER_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# A DNS name, an IPv4 address or an IPv6 address (no spaces, controls, '/').
+_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_.-]+$|^\[?[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]?$")
 
 
 # --------------------------------------------------------------------------
@@ -267,9 +269,12 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        # Controls and bidi characters shown as escapes, long values cut.
+        from agent.textsafe import clean
+        return '"' + clean(value, 120).replace('"', '\\"') + '"'
     if isinstance(value, (int, float)):
-        return repr(value)
+        text = repr(value)
+        return text if len(text) <= 40 else text[:20] + "…"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
@@ -393,10 +398,12 @@ def _telemetry(file: Path, data: Any) -> TelemetryConfig:
         batch_max=t.integer("batch_max", "a whole number from 1 to 10000", 1, 10000, default=500),
         durability=t.get("durability", 'either "spill" or "strict"',
                          lambda v: v in DURABILITY_MODES, default="spill"),
-        outbox_max_readings=t.integer("outbox_max_readings", "a whole number >= 100", 100,
+        outbox_max_readings=t.integer("outbox_max_readings",
+                                      "a whole number from 100 to 100000000", 100, 100_000_000,
                                       default=100_000),
-        outbox_max_bytes=t.integer("outbox_max_bytes", "a whole number of bytes >= 65536",
-                                   65536, default=50 * MIB),
+        outbox_max_bytes=t.integer("outbox_max_bytes",
+                                   "a whole number of bytes from 65536 to 17179869184 (16 GiB)",
+                                   65536, 16 * 1024 * MIB, default=50 * MIB),
         timeout=t.number("timeout", "a number of seconds > 0 and <= 300", 0, 300,
                          default=10.0, low_inclusive=False),
         jitter=t.boolean("jitter", default=True),
@@ -490,7 +497,7 @@ def _sensors(file: Path, data: Any) -> list[SensorConfig]:
 
 def _mqtt(file: Path, data: Any) -> MqttConfig:
     t = _Table(file, "mqtt", data)
-    host = t.text("host", "the broker's host name or address")
+    host = t.text("host", "the broker's host name or address", pattern=_HOST_RE)
     tls = t.boolean("tls", default=False)
     port = t.integer("port", "a port number from 1 to 65535", 1, 65535,
                      default=8883 if tls else 1883)
@@ -579,10 +586,25 @@ def _display(file: Path, data: Any) -> DisplayConfig:
     return config
 
 
+#: gpiozero pin names and the numbers each scheme has on a 40-pin header
+#: (BCM/GPIO 0-53 on the SoC; BOARD/J8/P1: physical pins 1-40; WiringPi 0-31).
+_PIN_NAME = re.compile(r"^(GPIO|BCM|BOARD|WPI|J8:|P1:)?([0-9]{1,2})$")
+_PIN_RANGES = {"": (0, 53), "GPIO": (0, 53), "BCM": (0, 53), "BOARD": (1, 40),
+               "J8:": (1, 40), "P1:": (1, 40), "WPI": (0, 31)}
+
+
+def _is_pin(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 0 <= value <= 53
+    if not isinstance(value, str) or not (match := _PIN_NAME.match(value)):
+        return False
+    low, high = _PIN_RANGES[match.group(1) or ""]
+    return low <= int(match.group(2)) <= high
+
+
 def _pin(t: _Table) -> int | str:
-    return t.get("pin", 'a BCM pin number from 0 to 53 or a gpiozero pin name like "GPIO17"',
-                 lambda v: (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 53)
-                 or (isinstance(v, str) and re.match(r"^(GPIO|BCM|BOARD|WPI|J8:|P1:)?\w+$", v)))
+    return t.get("pin", 'a BCM pin number from 0 to 53 or a gpiozero pin name like "GPIO17" '
+                 'or "BOARD11"', _is_pin)
 
 
 def _button(file: Path, data: Any) -> ButtonConfig:
@@ -604,14 +626,20 @@ def _led(file: Path, data: Any) -> LedConfig:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    from agent.safefile import FileTooLarge, NotRegularFile, read_regular
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file",
                           "copy deploy/agent.toml.example there, or run raspberry-pi-auth.sh") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a config file",
-                          "give the path of agent.toml") from None
+    except NotRegularFile as exc:
+        if exc.errno == errno.EISDIR:
+            raise ConfigError(f"{path}: is a folder, not a config file",
+                              "give the path of agent.toml") from None
+        raise ConfigError(f"{path}: the config file {exc.strerror}",
+                          "replace it with a regular file (see deploy/agent.toml.example)") from None
+    except FileTooLarge as exc:
+        raise ConfigError(f"{path}: the config file {exc.strerror}", EXAMPLE_HINT) from None
     except PermissionError:
         raise ConfigError(f"{path}: cannot read the config file (permission denied)",
                           "run as root or fix the file's mode") from None
@@ -626,6 +654,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already ends with "(at line N, column M)".
         raise ConfigError(f"{path}: not valid TOML: {exc}", EXAMPLE_HINT) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply",
+                          EXAMPLE_HINT) from None
 
 
 def load_config(path: Path) -> AgentConfig:

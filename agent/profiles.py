@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.auth.endpoints import CLOUDS, require_secure, validate_tenant
-from agent.errors import ConfigError, UsageError
+from agent.errors import AgentError, ConfigError, UsageError
+from agent.textsafe import clean
 
 __all__ = [
     "DEFAULT_PROFILE", "DEFAULT_SCOPES", "FLOWS", "Profile", "ProfileStore",
@@ -159,43 +160,76 @@ class ProfileStore:
         self.path = Path(path)
 
     def _read(self) -> dict[str, dict[str, Any]]:
+        from agent.safefile import FileTooLarge, NotRegularFile, read_regular
         try:
-            with open(self.path, "rb") as f:
-                data = tomllib.load(f)
+            raw = read_regular(self.path)
         except FileNotFoundError:
             return {}
         except PermissionError:
             raise ConfigError(f"cannot read {self.path}: permission denied",
                               "run as root (sudo) or as the user who created the profile") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{self.path}: not valid TOML ({exc})", "fix or delete the file") from None
+        except (NotRegularFile, FileTooLarge) as exc:
+            raise ConfigError(f"{self.path}: the profiles file {exc.strerror}",
+                              "move it away; entra-auth-cli create-profile writes a new one") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             # TOML is UTF-8; `from None`: the error carries the raw bytes.
             raise ConfigError(f"{self.path}: not UTF-8 text (byte {exc.start} is not valid UTF-8)",
                               "save it as UTF-8, or fix or delete the file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{self.path}: not valid TOML ({exc})", "fix or delete the file") from None
+        except RecursionError:
+            raise ConfigError(f"{self.path}: not valid TOML (arrays or tables nested too deeply)",
+                              "fix or delete the file") from None
         profiles = data.get("profiles", {})
         if not isinstance(profiles, dict):
             raise ConfigError(f"{self.path}: 'profiles' must be a table of profiles")
         return profiles
 
     def _build(self, name: str, table: Any) -> Profile:
+        where = f"{self.path}: profiles.{clean(name, 64)}"
         if not isinstance(table, dict):
-            raise ConfigError(f"{self.path}: profiles.{name} must be a table")
+            raise ConfigError(f"{where} must be a table")
         unknown = set(table) - _KEYS
         if unknown:
-            raise ConfigError(f"{self.path}: profiles.{name} has unknown key(s) {', '.join(sorted(unknown))}",
+            shown = ", ".join(sorted(clean(k, 40) for k in unknown))
+            raise ConfigError(f"{where} has unknown key(s) {shown}",
                               f"known keys: {', '.join(sorted(_KEYS))}")
+
+        def text(key: str, default: str | None = None, required: bool = False) -> str | None:
+            value = table.get(key, default)
+            if value is None and not required:
+                return None
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}.{key} must be a non-empty text, got {_shown(value)}",
+                                  "fix the file, or recreate the profile with entra-auth-cli "
+                                  "create-profile --force")
+            return value
+
         scopes = table.get("scopes", list(DEFAULT_SCOPES))
         if isinstance(scopes, str):
             scopes = [scopes]
+        if not isinstance(scopes, list) or not scopes \
+                or not all(isinstance(v, str) and v.strip() for v in scopes):
+            raise ConfigError(f"{where}.scopes must be a non-empty list of scopes, got {_shown(scopes)}",
+                              'e.g. scopes = ["https://graph.microsoft.com/User.Read"]')
+        offline = table.get("offline_access", True)
+        if not isinstance(offline, bool):
+            raise ConfigError(f"{where}.offline_access must be true or false, got {_shown(offline)}")
         try:
-            return Profile(name=name, client_id=str(table.get("client_id", "")),
-                           tenant_id=table.get("tenant_id"), cloud=table.get("cloud", "public"),
-                           issuer=table.get("issuer"), authority_host=table.get("authority_host"),
-                           scopes=tuple(scopes), default_flow=table.get("default_flow", "device-code"),
-                           offline_access=bool(table.get("offline_access", True))).validated()
-        except UsageError as exc:
-            raise ConfigError(f"{self.path}: profile '{name}': {exc}") from None
+            return Profile(name=name, client_id=text("client_id", required=True) or "",
+                           tenant_id=text("tenant_id"), cloud=text("cloud", "public") or "public",
+                           issuer=text("issuer"), authority_host=text("authority_host"),
+                           scopes=tuple(scopes),
+                           default_flow=text("default_flow", "device-code") or "device-code",
+                           offline_access=offline).validated()
+        except AgentError as exc:
+            # A bad value in the file is a file problem (exit 3), whatever the
+            # same value on the command line would be.
+            raise ConfigError(f"{self.path}: profile '{clean(name, 64)}': {exc}") from None
 
     def list(self) -> list[Profile]:
         """Every profile, sorted by name."""
@@ -209,7 +243,7 @@ class ProfileStore:
         it) when there is none."""
         profiles = self._read()
         if name not in profiles:
-            known = ", ".join(sorted(profiles)) or "none yet"
+            known = ", ".join(clean(n, 64) for n in sorted(profiles)) or "none yet"
             raise ConfigError(
                 f"no profile named '{name}' in {self.path} (profiles: {known})",
                 hint or f"create it: entra-auth-cli create-profile --name {name} "
@@ -255,6 +289,18 @@ class ProfileStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _shown(value: Any) -> str:
+    """*value* for a "got ..." in a message: short, no control characters."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + clean(value, 80) + '"'
+    if isinstance(value, (int, float)):
+        return clean(repr(value), 40)
+    return "a table" if isinstance(value, dict) else "a list" if isinstance(value, list) \
+        else type(value).__name__
 
 
 def _toml_value(value: Any) -> str:

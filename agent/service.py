@@ -527,7 +527,7 @@ class Service:
         kind = event.kind
         if kind == "readings":
             self._mark_busy("readings", -1)
-        elif kind in ("refresh", "upload", "code"):
+        elif kind in ("refresh", "upload", "code", "revoke"):
             self._mark_busy("network", -1)
         if kind == "stop":
             self._begin_stop()
@@ -725,6 +725,14 @@ class Service:
         elif self.state == SIGNED_IN:
             self._show_status()
 
+    def _on_revoke(self, event: Event) -> None:
+        if event.error is not None:
+            log.warning("could not revoke the refresh token: %s", event.error)
+        elif event.value.outcome == "revoked":
+            log.info("%s", event.value.line)
+        else:
+            log.warning("%s", event.value.line)
+
     def _on_hold_start(self, event: Event) -> None:
         self.presenter.wake()
         if self.state != SIGNED_IN:
@@ -751,10 +759,15 @@ class Service:
             return
         log.info("signing out (button held)")
         try:
-            self.token_client.sign_out()
+            signed_out = self.token_client.sign_out()
         except AgentError as exc:
             log.error("sign-out failed: %s", exc)
             self._last_error = str(exc)
+        else:
+            if signed_out:
+                # RFC 7009 on the network worker, bounded: the local sign-out is done.
+                client, tokens = self.token_client, signed_out.tokens
+                self._submit_net("revoke", lambda: client.revoke(tokens))
         self._tokens = None
         self._refresh_at = None
         self._sign_in_required()

@@ -65,10 +65,15 @@ TMP_MARK = ".tmp-"
 
 _PRIVATE_BITS = 0o077  # any permission for group or others
 
+MAX_FILE_BYTES = 1024 * 1024
+"""Largest token file read (one is about 5 KB); anything larger is damaged."""
+
 # Never follow a symlink planted where a token file should be; close the
 # descriptor in any child we spawn.
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# A FIFO planted where a token or lock file should be must not block open().
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class TokenStore:
@@ -151,7 +156,7 @@ class TokenStore:
             return None
         try:
             data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             # `from None`: the decode error carries the document itself.
             raise _corrupt(path, profile) from None
         if not isinstance(data, dict):
@@ -170,10 +175,12 @@ class TokenStore:
         :raises StorageError: when the folder or an existing file is unsafe
             (see :meth:`load`) or the write fails.
         :raises TypeError: when *data* cannot be serialised to JSON.
+        :raises ValueError: when *data* holds NaN or an infinity.
         """
         path = self.path(profile)
         # Serialise before touching the disk: a TypeError leaves nothing behind.
-        content = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        # allow_nan=False: NaN/Infinity are not JSON and would poison the file.
+        content = (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
         with self.locked(profile):
             self._remove_stale_temps(profile)
             if _read_private(path) == content:
@@ -317,14 +324,21 @@ class TokenStore:
         """
         directory = self.directory
         try:
-            st = os.stat(directory)
+            # lstat: a token folder that is a symbolic link is refused, never
+            # followed (files would be created wherever it points).
+            st = os.lstat(directory)
         except FileNotFoundError:
             if not create:
                 return False
             self._create_dir()
-            st = os.stat(directory)
+            st = os.lstat(directory)
         except OSError as exc:
             raise _os_error("cannot use token folder", directory, exc) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise StorageError(
+                f"token folder {directory} is a symbolic link",
+                "replace it with a real folder (mode 700) or set ENTRA_AGENT_STATE_DIR",
+            )
         if not stat.S_ISDIR(st.st_mode):
             raise StorageError(
                 f"token folder {directory} is not a folder",
@@ -435,7 +449,7 @@ def _check_owner_mode(path: Path, st: os.stat_result, what: str, mode: int) -> N
 def _read_private(path: Path) -> bytes | None:
     """The bytes of token file *path*, or None if absent; checks before reading."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -455,9 +469,15 @@ def _read_private(path: Path) -> bytes | None:
                 f"remove it and sign in again: rm {path}",
             )
         _check_owner_mode(path, st, "token file", FILE_MODE)
+        if st.st_size > MAX_FILE_BYTES:
+            raise _corrupt(path, path.stem)
         chunks = []
+        size = 0
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise _corrupt(path, path.stem)
         return b"".join(chunks)
     except OSError as exc:
         if isinstance(exc, StorageError):
@@ -469,7 +489,7 @@ def _read_private(path: Path) -> bytes | None:
 
 def _open_lock(lock_path: Path) -> int:
     """Open (creating 0600 if need be) the lock file; refuse one not ours."""
-    flags = os.O_RDWR | _NOFOLLOW | _CLOEXEC
+    flags = os.O_RDWR | _NOFOLLOW | _CLOEXEC | _NONBLOCK
     try:
         try:
             fd = os.open(lock_path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
@@ -480,7 +500,11 @@ def _open_lock(lock_path: Path) -> int:
     except OSError as exc:
         raise _os_error("cannot open lock file", lock_path, exc) from None
     try:
-        _check_owner_mode(lock_path, os.fstat(fd), "lock file", FILE_MODE)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StorageError(f"lock file {lock_path} is not a regular file",
+                               f"remove it: rm {lock_path}")
+        _check_owner_mode(lock_path, st, "lock file", FILE_MODE)
     except BaseException:
         os.close(fd)
         raise

@@ -26,7 +26,9 @@
 # --uninstall removes the program, the unit and the commands, and keeps what
 # is yours: /etc/entra-agent (unless agent.toml is still the untouched
 # example) and /var/lib/entra-agent (tokens, readings not yet uploaded).
-# --purge removes those as well, after saying what goes.
+# --purge removes those as well, after saying what goes and asking the
+# identity provider to revoke each saved refresh token (entra-auth-cli logout;
+# RFC 7009 where the provider has a revocation endpoint).
 #
 # --root DIR installs into DIR as if it were / (tests, staging): every path is
 # under DIR, apt is skipped (it would change this machine, not DIR) and the
@@ -77,7 +79,8 @@ usage: install.sh [--source PATH|URL|SPEC] [--extras display,gpio|none]
   --python     the Python that creates the venv (default: python3)
   --uninstall  remove the program, unit and commands; keep config and tokens
   --purge      with --uninstall: also remove /etc/entra-agent and
-               /var/lib/entra-agent (tokens and readings not yet uploaded)
+               /var/lib/entra-agent (tokens and readings not yet uploaded),
+               after asking the provider to revoke the saved sign-ins (RFC 7009)
   --yes        do not ask before --purge
 EOF
 }
@@ -495,8 +498,56 @@ remove_path() {
     fi
 }
 
+purge_list() {
+    # What --purge removes, one line each (empty: nothing).
+    [[ -e "$(r "$CONFIG_DIR")" ]] && printf '%s\n' "$CONFIG_DIR (agent.toml, sign-in profiles)"
+    [[ -e "$(r "$STATE_DIR")" ]] && printf '%s\n' "$STATE_DIR (saved tokens: you will have to sign in again; readings not yet uploaded are lost)"
+    return 0
+}
+
+confirm_purge() {
+    # Asked once, before anything is removed: "no" leaves everything as it was.
+    local gone
+    gone="$(purge_list)"
+    [[ -n "$gone" ]] || return 0
+    say "--purge removes:"
+    local line
+    while IFS= read -r line; do
+        printf '  %s\n' "$line" >&2
+    done <<<"$gone"
+    if [[ $ASSUME_YES -eq 0 && -t 0 ]]; then
+        local answer=""
+        read -r -p "Remove them? [y/N] " answer
+        [[ "$answer" == [yY]* ]] || die "nothing removed (run install.sh --uninstall without --purge to keep your config and sign-in)"
+    fi
+}
+
+revoke_sign_ins() {
+    # RFC 7009: before the token files go, ask the provider to revoke each
+    # saved refresh token (a copy of this SD card must not keep working).
+    # entra-auth-cli logout bounds each request, so a provider that does not
+    # answer never holds up the purge for long.
+    local cli tokens file name
+    cli="$(r "$VENV/bin/entra-auth-cli")"
+    tokens="$(r "$STATE_DIR/tokens")"
+    compgen -G "$tokens/*.json" >/dev/null || return 0
+    if [[ ! -x "$cli" ]]; then
+        say "cannot revoke the saved sign-ins (the program was removed before): revoke them at the provider (Entra ID: Revoke-MgUserSignInSession, or \"Revoke sessions\" on the user in the Entra admin center)"
+        return 0
+    fi
+    for file in "$tokens"/*.json; do
+        name="$(basename -- "$file" .json)"
+        ENTRA_AGENT_CONFIG_DIR="$(r "$CONFIG_DIR")" ENTRA_AGENT_STATE_DIR="$(r "$STATE_DIR")" \
+            ENTRA_AGENT_RUNTIME_DIR="$(r "$RUNTIME_DIR")" \
+            "$cli" logout --profile "$name" </dev/null || say "could not sign out of profile $name (continuing)"
+    done
+}
+
 do_uninstall() {
     require_root
+    if [[ $PURGE -eq 1 ]]; then
+        confirm_purge
+    fi
     if [[ -e "$(r "$UNIT_DIR/$UNIT")" ]]; then
         if systemd_running; then
             systemctl disable --now "$UNIT" || say "could not stop $UNIT (continuing)"
@@ -523,24 +574,15 @@ do_uninstall() {
     if [[ $PURGE -eq 0 && -f "$config" && -f "$default" ]] && cmp -s -- "$config" "$default"; then
         rm -f -- "$config"
     fi
+    if [[ $PURGE -eq 1 ]]; then
+        revoke_sign_ins     # needs the program: before it goes
+    fi
     remove_path "$(r "$OPT_DIR")"
 
     if [[ $PURGE -eq 1 ]]; then
-        local gone=()
-        [[ -e "$(r "$CONFIG_DIR")" ]] && gone+=("$CONFIG_DIR (agent.toml, sign-in profiles)")
-        [[ -e "$(r "$STATE_DIR")" ]] && gone+=("$STATE_DIR (saved tokens: you will have to sign in again; readings not yet uploaded are lost)")
-        if [[ ${#gone[@]} -gt 0 ]]; then
-            say "--purge removes:"
-            printf '  %s\n' "${gone[@]}" >&2
-            if [[ $ASSUME_YES -eq 0 && -t 0 ]]; then
-                local answer=""
-                read -r -p "Remove them? [y/N] " answer
-                [[ "$answer" == [yY]* ]] || die "nothing purged (config and tokens kept; the program is removed)"
-            fi
-            remove_path "$(r "$CONFIG_DIR")"
-            remove_path "$(r "$STATE_DIR")"
-            remove_path "$(r "$RUNTIME_DIR")"
-        fi
+        remove_path "$(r "$CONFIG_DIR")"
+        remove_path "$(r "$STATE_DIR")"
+        remove_path "$(r "$RUNTIME_DIR")"
     else
         # Folders left empty were ours; anything in them is yours and stays.
         rmdir -- "$(r "$CONFIG_DIR")" 2>/dev/null || true

@@ -190,8 +190,34 @@ def test_uninstall_keeps_what_you_made_and_purge_removes_it(checkout: Path, root
 
     purged = run_install("--root", str(root), "--uninstall", "--purge", "--yes")
     assert "saved tokens: you will have to sign in again" in purged.stderr
+    # The program went with the first --uninstall: nothing is left to revoke with.
+    assert "cannot revoke the saved sign-ins" in purged.stderr
+    assert "Revoke-MgUserSignInSession" in purged.stderr
     assert "readings not yet uploaded are lost" in purged.stderr
     assert not (root / "etc/entra-agent").exists() and not (root / "var/lib/entra-agent").exists()
+
+
+def test_purge_revokes_the_saved_sign_in_first(checkout: Path, root: Path, idp) -> None:
+    from agent.auth.tokens import TokenClient
+    from agent.clock import FakeClock
+    from agent.profiles import Profile, ProfileStore
+    from agent.tokenstore import TokenStore
+
+    run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
+    # A board signed in to an OpenID provider (the sandbox lists RFC 7009's endpoint).
+    profile = Profile(name="raspberry-pi", client_id="device-agent",
+                      issuer=idp.issuer("organizations"))
+    ProfileStore(root / "etc/entra-agent/profiles.toml").save(profile)
+    client = TokenClient(profile.validated(), clock=FakeClock(),
+                         store=TokenStore(root / "var/lib/entra-agent/tokens"))
+    authorization = client.request_code()
+    idp.approve(authorization.user_code)
+    refresh_token = client.poll(authorization).refresh_token
+
+    purged = run_install("--root", str(root), "--uninstall", "--purge", "--yes")
+    assert "the refresh token was revoked at" in purged.stderr
+    assert idp.revoked == [refresh_token] and idp.refresh_token_state(refresh_token) == "revoked"
+    assert not (root / "var/lib/entra-agent").exists() and not (root / "opt/entra-agent").exists()
 
 
 def test_a_changed_source_is_installed_again(checkout: Path, root: Path) -> None:

@@ -223,6 +223,25 @@ def test_hold_signs_out_release_keeps(make_service, idp):
     assert service.history[-3:] == [SIGNED_IN, SIGN_IN_REQUIRED, AWAITING_USER]
 
 
+def test_hold_revokes_the_refresh_token_where_the_provider_can(agent_dirs, make_service, idp):
+    # An OpenID profile: discovery lists the sandbox's RFC 7009 endpoint.
+    paths.config_dir().mkdir(parents=True, exist_ok=True)
+    ProfileStore(paths.profiles_file()).save(Profile(name="default", client_id=CLIENT_ID,
+                                                     issuer=idp.issuer("organizations")))
+    idp.auto_approve_after_polls = 1
+    service = make_service()
+    assert service.run_until(in_state(SIGNED_IN), 5000)
+    refresh_token = service._tokens.refresh_token
+    idp.auto_approve_after_polls = None
+    idp.code_lifetime = 10**6
+    service.post("hold_start")
+    service.post("hold")
+    # The local sign-out happens at once; the revocation runs on the network worker.
+    assert service.run_until(lambda s: s.state == AWAITING_USER and idp.revoked, 5000)
+    assert idp.revoked == [refresh_token]
+    assert idp.refresh_token_state(refresh_token) == "revoked"
+
+
 def test_wall_clock_jump_is_not_expiry(make_service, idp, fake_clock):
     idp.auto_approve_after_polls = 1
     service = make_service()                 # tokens live 3600 s: refresh at 3300 s
@@ -485,3 +504,21 @@ def test_a_refused_token_file_stops_the_agent_before_asking_anyone(make_service,
     assert idp.counts["devicecode"] == 0
     assert any(isinstance(v, ui.ErrorView) and "readable" in v.message for v in presenter.views)
     assert service.finished
+
+
+@pytest.mark.parametrize("expires_at", [float("nan"), "soon", None, 1e300])
+def test_a_damaged_token_file_stops_the_agent_with_the_fix(make_service, idp, expires_at):
+    """A poisoned token file (as an old version could write) is exit 6 with the fix, no traceback."""
+    from agent.errors import StorageError
+    paths.token_dir().mkdir(parents=True, mode=0o700, exist_ok=True)
+    path = paths.token_dir() / "default.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"access_token": "x", "expires_at": expires_at, "scope": []}, f)
+    presenter = RecordingPresenter()
+    service = make_service(presenter=presenter)
+    with pytest.raises(StorageError, match="is damaged") as info:
+        service.run()
+    assert info.value.exit_code == 6
+    assert "entra-auth-cli logout --profile default" in str(info.value)
+    assert idp.counts["devicecode"] == 0

@@ -17,11 +17,14 @@ from typing import Any
 
 import requests
 
+from agent import textsafe
+from agent.auth.answers import credential, seconds
 from agent.auth.endpoints import Endpoints
 from agent.auth.errors import (
-    AuthError, AuthorizationPending, CodeExpired, ProviderUnavailable, SlowDown,
-    error_from_response, unavailable,
+    AuthError, AuthorizationPending, CodeExpired, InvalidAnswer, ProviderUnavailable,
+    RedirectRefused, SlowDown, error_from_answer, origin,
 )
+from agent.auth.http import request
 from agent.clock import Clock
 from agent.errors import CancelledError
 
@@ -48,9 +51,12 @@ FALLBACK_EXPIRES_IN = 900
 
 @dataclass(frozen=True)
 class DeviceAuthorization:
-    """A device authorization response (RFC 8628 §3.2).
+    """A device authorization response (RFC 8628 §3.2), checked.
 
     ``device_code`` is a secret: it is kept out of ``repr`` and never logged.
+    ``user_code`` is 1-32 printable ASCII characters and the URIs are
+    https (http on loopback) without control characters
+    (:mod:`agent.textsafe`), so they are safe to print, draw and publish.
     """
 
     device_code: str = field(repr=False)
@@ -72,68 +78,88 @@ class DeviceAuthorization:
         return max(0.0, self.deadline - clock.monotonic())
 
 
-def _number(value: Any, name: str, default: int | None = None) -> int:
-    # Entra v1 sends numbers as strings ("900"); RFC 8628 says numbers.
-    if value is None or value == "":
-        if default is None:
-            raise ValueError(name)
-        return default
-    return int(float(value))
+#: Longest device code lifetime accepted, in seconds (RFC 8628 gives no
+#: limit; Entra uses 900, others 600-1800; a month is past any real one).
+MAX_CODE_LIFETIME = 31 * 86400
+#: Longest polling interval accepted, in seconds.
+MAX_INTERVAL = 3600
+#: How long a poll may outlast the code's lifetime, in seconds: the flow
+#: ends within expires_in + POLL_GRACE whatever the server does.
+POLL_GRACE = 2.0
+
+_WHAT = "the device authorization endpoint"
 
 
 def request_device_authorization(
     session: requests.Session, endpoints: Endpoints, client_id: str,
     scopes: Sequence[str], *, clock: Clock, timeout: float = 10.0,
+    cancel: threading.Event | None = None,
 ) -> DeviceAuthorization:
-    """Ask for a device code and user code (RFC 8628 §3.1)."""
+    """Ask for a device code and user code (RFC 8628 §3.1).
+
+    *timeout* is the overall deadline of the request, in seconds. Every
+    field of the answer is checked (§3.2); a bad one is an
+    :class:`~agent.auth.errors.InvalidAnswer`.
+    """
     url = endpoints.device_authorization_endpoint
-    try:
-        response = session.post(
-            url, data={"client_id": client_id, "scope": " ".join(scopes)},
-            headers={"Accept": "application/json"}, timeout=timeout,
-        )
-    except requests.RequestException as exc:
-        raise unavailable(f"cannot reach the device authorization endpoint ({type(exc).__name__})", url) from None
-    if response.status_code != 200:
-        raise error_from_response(response, "the device authorization endpoint")
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    answer = request(session, "POST", url, what=_WHAT, deadline=timeout, cancel=cancel,
+                     data={"client_id": client_id, "scope": " ".join(scopes)})
+    body = answer.json_or_none() if answer.status != 200 else answer.json()
+    if answer.status != 200:
+        raise error_from_answer(answer.status, body, url, _WHAT)
     if not isinstance(body, dict):
         raise ProviderUnavailable(
-            f"the device authorization endpoint at {url} sent an answer that is not JSON",
+            f"{_WHAT} at {origin(url)} sent an answer that is not a JSON object",
             "check the network: a proxy or captive portal may be in the way",
         )
-    device_code = body.get("device_code")
-    user_code = body.get("user_code")
+    raw_code = body.get("device_code")
+    raw_user_code = body.get("user_code")
     # Entra's v1 endpoint says verification_url; RFC 8628 says verification_uri.
-    verification_uri = body.get("verification_uri") or body.get("verification_url")
-    if not device_code or not user_code or not verification_uri:
+    raw_uri = body.get("verification_uri") or body.get("verification_url")
+    if not raw_code or not raw_user_code or not raw_uri:
         if body.get("error"):
-            raise error_from_response(response, "the device authorization endpoint")
-        missing = [k for k, v in (("device_code", device_code), ("user_code", user_code),
-                                  ("verification_uri", verification_uri)) if not v]
+            raise error_from_answer(400, body, url, _WHAT)
+        missing = [k for k, v in (("device_code", raw_code), ("user_code", raw_user_code),
+                                  ("verification_uri", raw_uri)) if not v]
         raise AuthError(
-            f"the device authorization endpoint at {url} left out {', '.join(missing)}",
+            f"{_WHAT} at {origin(url)} left out {', '.join(missing)}",
             "the provider may not support the device code flow for this client",
         )
-    try:
-        expires_in = _number(body.get("expires_in"), "expires_in", FALLBACK_EXPIRES_IN)
-        interval = _number(body.get("interval"), "interval", DEFAULT_INTERVAL)
-    except (TypeError, ValueError):
-        raise AuthError(f"the device authorization endpoint at {url} sent a non-numeric "
-                        "expires_in or interval", "report this to the provider") from None
+    device_code = credential(raw_code, "device_code", _WHAT, url)
+    code = textsafe.user_code(raw_user_code)
+    if code is None:
+        raise InvalidAnswer(
+            f"{_WHAT} sent a user_code that is not 1-{textsafe.MAX_USER_CODE} printable "
+            f"characters, from {origin(url)}", "report this to the provider")
+    verification_uri = _uri(raw_uri, "verification_uri", url)
+    raw_complete = body.get("verification_uri_complete")
+    complete = _uri(raw_complete, "verification_uri_complete", url) if raw_complete else None
+    raw_expires = body.get("expires_in")
+    expires_in = FALLBACK_EXPIRES_IN if raw_expires is None or raw_expires == "" else \
+        seconds(raw_expires, "expires_in", _WHAT, url, 1, MAX_CODE_LIFETIME)
+    raw_interval = body.get("interval")
+    interval = DEFAULT_INTERVAL if raw_interval is None or raw_interval == "" else \
+        seconds(raw_interval, "interval", _WHAT, url, 0, MAX_INTERVAL)
+    message = body.get("message")
     return DeviceAuthorization(
-        device_code=str(device_code),
-        user_code=str(user_code),
-        verification_uri=str(verification_uri),
-        verification_uri_complete=body.get("verification_uri_complete") or None,
+        device_code=device_code,
+        user_code=code,
+        verification_uri=verification_uri,
+        verification_uri_complete=complete,
         expires_in=max(1, expires_in),
         interval=max(1, interval),
         issued_at=clock.monotonic(),
-        message=body.get("message"),
+        message=textsafe.clean(message) if isinstance(message, str) and message else None,
     )
+
+
+def _uri(value: object, name: str, url: str) -> str:
+    checked = textsafe.verification_uri(value)
+    if checked is None:
+        raise InvalidAnswer(
+            f"{_WHAT} sent a {name} that is not an https:// address, from {origin(url)}",
+            "report this to the provider; only https (http on loopback) is shown")
+    return checked
 
 
 def poll_for_token(
@@ -148,7 +174,12 @@ def poll_for_token(
     ``slow_down`` adds 5 s to this and every later poll, ``access_denied``
     (Entra: ``authorization_declined``) and ``expired_token`` end it. A
     refused connection, a timeout or a 5xx is retried inside the code's
-    lifetime with growing waits, never faster than the interval.
+    lifetime with growing waits, never faster than the interval. A
+    redirect or an answer with invalid fields ends it at once
+    (:class:`RedirectRefused`, :class:`InvalidAnswer`). Each request's
+    deadline is *timeout*, cut to what is left of the code plus
+    :data:`POLL_GRACE`, so the flow ends within the code's lifetime
+    whatever the server does; *cancel* stops a request in flight too.
 
     *on_wait* is called with the seconds left before every wait (and every
     *tick* seconds during a wait, for a countdown). Raises
@@ -167,19 +198,24 @@ def poll_for_token(
     }
     while True:
         _wait(clock, wait, authorization, cancel, on_wait, tick)
+        # Never past the code's lifetime (plus a little grace), whatever the server does.
+        budget = min(timeout, authorization.seconds_left(clock) + POLL_GRACE)
         try:
-            response = session.post(url, data=data, headers={"Accept": "application/json"},
-                                    timeout=timeout)
-        except requests.RequestException as exc:
+            answer = request(session, "POST", url, data=data, what="the token endpoint",
+                             deadline=budget, cancel=cancel)
+        except (RedirectRefused, InvalidAnswer):
+            raise                           # not transient: say so now
+        except ProviderUnavailable as exc:
             failures += 1
             wait = _retry_wait(interval, failures)
-            log.warning("token endpoint unreachable (%s); retrying in %.0f s",
-                        type(exc).__name__, wait)
+            log.warning("%s; retrying in %.0f s", exc.message, wait)
             continue
-        if response.status_code == 200:
+        if answer.status == 200:
             try:
-                body = response.json()
-            except ValueError:
+                body = answer.json()
+            except ProviderUnavailable as exc:
+                if type(exc) is not ProviderUnavailable:
+                    raise                   # NaN, too deep: a provider fault, not a portal
                 body = None
             if isinstance(body, dict) and body.get("access_token"):
                 return body
@@ -187,7 +223,7 @@ def poll_for_token(
             wait = _retry_wait(interval, failures)
             log.warning("token endpoint sent an unreadable success answer; retrying in %.0f s", wait)
             continue
-        error = error_from_response(response, "the token endpoint")
+        error = error_from_answer(answer.status, answer.json_or_none(), url, "the token endpoint")
         if isinstance(error, ProviderUnavailable):
             failures += 1
             wait = _retry_wait(interval, failures)
@@ -196,7 +232,7 @@ def poll_for_token(
         failures = 0
         if isinstance(error, SlowDown):
             slow_downs += 1
-            interval += SLOW_DOWN_INCREMENT
+            interval = min(interval + SLOW_DOWN_INCREMENT, float(MAX_INTERVAL))
             if slow_downs == SLOW_DOWN_CLOCK_WARNING:
                 log.warning("the provider asked to slow down %d times; is this device's "
                             "clock right? (check timedatectl / NTP)", slow_downs)

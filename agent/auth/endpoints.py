@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import requests
 
-from agent.auth.errors import DiscoveryError, InsecureEndpoint, unavailable
+from agent.auth.errors import (
+    DiscoveryError, InsecureEndpoint, ProviderUnavailable, error_from_answer,
+)
+from agent.auth.http import DEFAULT_DEADLINE, request, require_secure
 from agent.errors import UsageError
 from agent.net import is_loopback
+from agent.textsafe import clean
 
 __all__ = [
     "CLOUDS", "WELL_KNOWN_TENANTS", "Endpoints", "entra_endpoints", "discover",
@@ -45,31 +48,14 @@ _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])
 
 @dataclass(frozen=True)
 class Endpoints:
-    """The two endpoints of the device flow, and who issues the tokens."""
+    """The two endpoints of the device flow, who issues the tokens, and
+    where to revoke them (RFC 7009; None when the provider lists none, as
+    Entra ID does)."""
 
     device_authorization_endpoint: str
     token_endpoint: str
     issuer: str | None = None
-
-
-def require_secure(url: str, what: str = "endpoint") -> str:
-    """Return *url* if it is https, or http on loopback; else raise.
-
-    >>> require_secure("http://127.0.0.1:8400/token")
-    'http://127.0.0.1:8400/token'
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and is_loopback(parts.hostname):
-        return url
-    if parts.scheme == "http":
-        raise InsecureEndpoint(
-            f"{what} {url} uses plain http on a non-loopback host",
-            "use https://; plain http is allowed only for 127.0.0.1, ::1 and localhost",
-        )
-    raise InsecureEndpoint(f"{what} {url!r} is not an https:// URL",
-                           "give a full https:// address")
+    revocation_endpoint: str | None = None
 
 
 def validate_tenant(tenant: str) -> str:
@@ -109,47 +95,75 @@ def entra_endpoints(tenant: str, cloud: str = "public",
     )
 
 
-def discover(issuer: str, session: requests.Session, timeout: float = 10.0) -> Endpoints:
-    """Read ``{issuer}/.well-known/openid-configuration`` (OIDC Discovery §4)."""
+#: Longest endpoint URL accepted from a discovery document, in characters.
+MAX_ENDPOINT = 2048
+
+
+def discover(issuer: str, session: requests.Session, timeout: float = DEFAULT_DEADLINE) -> Endpoints:
+    """Read ``{issuer}/.well-known/openid-configuration`` (OIDC Discovery §4).
+
+    *timeout* is the overall deadline of the request, in seconds. Every
+    field used is checked for its type: a non-string issuer or endpoint is
+    a :class:`DiscoveryError`, never a traceback.
+    """
     issuer = require_secure(issuer.rstrip("/"), "issuer")
     url = f"{issuer}/.well-known/openid-configuration"
-    try:
-        response = session.get(url, timeout=timeout, headers={"Accept": "application/json"})
-    except requests.RequestException as exc:
-        raise unavailable(f"cannot reach the OpenID configuration ({type(exc).__name__})", url) from None
-    if response.status_code >= 500:
-        raise unavailable(f"the OpenID configuration answered HTTP {response.status_code}", url)
-    if response.status_code != 200:
+    answer = request(session, "GET", url, what="the OpenID configuration", deadline=timeout)
+    if answer.status >= 500 or answer.status == 429:
+        raise error_from_answer(answer.status, None, url, "the OpenID configuration")
+    if answer.status != 200:
         raise DiscoveryError(
-            f"no OpenID configuration at {url} (HTTP {response.status_code})",
+            f"no OpenID configuration at {clean(url)} (HTTP {answer.status})",
             "check the issuer URL: it is the address before /.well-known/openid-configuration",
         )
     try:
-        document = response.json()
-    except ValueError:
+        document = answer.json()
+    except ProviderUnavailable as exc:
+        if type(exc) is not ProviderUnavailable:
+            raise
         document = None
     if not isinstance(document, dict):
-        raise DiscoveryError(f"the OpenID configuration at {url} is not JSON",
+        raise DiscoveryError(f"the OpenID configuration at {clean(url)} is not a JSON object",
                              "check the issuer URL")
     device = document.get("device_authorization_endpoint")
     token = document.get("token_endpoint")
+    named = document.get("issuer")
+    if named is not None and not isinstance(named, str):
+        raise DiscoveryError(f"the OpenID configuration at {clean(url)} has an issuer that is "
+                             "not a text", "report this to the provider")
+    if named and named.rstrip("/") != issuer:
+        # OIDC Discovery §4.3: the issuer must match; a mismatch means a wrong URL or a spoof.
+        raise DiscoveryError(
+            f"the OpenID configuration at {clean(url)} names another issuer ({clean(named, 200)})",
+            "use exactly the issuer URL the provider publishes",
+        )
     if not device:
         raise DiscoveryError(
-            f"the provider at {issuer} does not offer the device code flow "
+            f"the provider at {clean(issuer)} does not offer the device code flow "
             "(no device_authorization_endpoint in its OpenID configuration)",
             "enable the device authorization grant at the provider, or use another provider",
         )
     if not token:
-        raise DiscoveryError(f"the OpenID configuration at {url} has no token_endpoint",
+        raise DiscoveryError(f"the OpenID configuration at {clean(url)} has no token_endpoint",
                              "check the issuer URL")
-    if document.get("issuer") and document["issuer"].rstrip("/") != issuer:
-        # OIDC Discovery §4.3: the issuer must match; a mismatch means a wrong URL or a spoof.
-        raise DiscoveryError(
-            f"the OpenID configuration at {url} names another issuer ({document['issuer']})",
-            "use exactly the issuer URL the provider publishes",
-        )
+    revocation = document.get("revocation_endpoint") or None
     return Endpoints(
-        device_authorization_endpoint=require_secure(device, "device authorization endpoint"),
-        token_endpoint=require_secure(token, "token endpoint"),
+        device_authorization_endpoint=_endpoint(device, "device authorization endpoint", url),
+        token_endpoint=_endpoint(token, "token endpoint", url),
         issuer=issuer,
+        revocation_endpoint=_endpoint(revocation, "revocation endpoint", url)
+        if revocation is not None else None,
     )
+
+
+def _endpoint(value: object, what: str, url: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_ENDPOINT:
+        raise DiscoveryError(f"the OpenID configuration at {clean(url)} has a {what} that is "
+                             "not a URL text", "report this to the provider")
+    try:
+        return require_secure(value, what)
+    except InsecureEndpoint as exc:
+        # The provider's document, not the person's input: not a usage error (exit 2).
+        raise DiscoveryError(f"the OpenID configuration at {clean(url)} lists an unusable "
+                             f"{exc.message}", "report this to the provider: endpoints must be "
+                             "https:// (plain http only on loopback)") from None

@@ -1,7 +1,7 @@
 """One exception per OAuth wire error, with hints for Entra's AADSTS codes.
 
 Low-level failures (a refused connection, a 503, an HTML captive portal) are
-translated once, here, at the edge (:func:`error_from_response`,
+translated once, here, at the edge (:func:`error_from_answer`,
 :func:`unavailable`), so callers see one :class:`AuthError` family whose
 ``str()`` is one line a person can act on. No message ever carries a token,
 a device code or a refresh token: only the provider's error code and the
@@ -13,17 +13,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import requests
 
 from agent.errors import EXIT_NETWORK, EXIT_SIGN_IN, EXIT_USAGE, AgentError
+from agent.textsafe import clean
 
 __all__ = [
     "AuthError", "ProviderUnavailable", "InsecureEndpoint", "DiscoveryError",
     "OAuthError", "AuthorizationPending", "SlowDown", "AuthorizationDeclined",
     "CodeExpired", "BadVerificationCode", "InvalidGrant", "InvalidClient",
     "InvalidScope", "InvalidRequest", "UnauthorizedClient", "UnsupportedGrantType",
-    "SignInRequired", "AADSTS_HINTS", "REAUTH_AADSTS", "error_from_response",
-    "unavailable",
+    "SignInRequired", "UnusableAnswer", "RedirectRefused", "AnswerTooLarge",
+    "AnswerTooSlow", "InvalidAnswer", "AADSTS_HINTS", "REAUTH_AADSTS",
+    "error_from_answer", "unavailable", "origin",
 ]
 
 
@@ -35,6 +36,30 @@ class ProviderUnavailable(AuthError, ConnectionError):
     """The identity provider cannot be reached or answered 5xx (transient)."""
 
     exit_code = EXIT_NETWORK
+
+
+class UnusableAnswer(ProviderUnavailable):
+    """The provider answered, but with something this client will not use
+    (exit 5, like an unreachable provider: nothing local is wrong)."""
+
+
+class RedirectRefused(UnusableAnswer):
+    """A 3xx answer: identity-provider requests never follow redirects, so a
+    device code or refresh token never travels to where a Location points."""
+
+
+class AnswerTooLarge(UnusableAnswer):
+    """The answer is larger than any JSON answer of the flow can be
+    (:data:`agent.auth.http.MAX_BODY`), or inflates past it."""
+
+
+class AnswerTooSlow(UnusableAnswer):
+    """The answer did not arrive whole within the request's overall deadline."""
+
+
+class InvalidAnswer(UnusableAnswer):
+    """JSON whose fields have the wrong types or values (RFC 8628 §3.2,
+    RFC 6749 §5.1): a provider fault, reported instead of stored."""
 
 
 class InsecureEndpoint(AuthError, ValueError):
@@ -188,30 +213,37 @@ AADSTS_HINTS: dict[int, str] = {
 # AADSTS codes after which only a fresh sign-in helps.
 REAUTH_AADSTS = frozenset({70043, 700082, 50173, 70000, 50076, 50078, 53003, 65001})
 
-_AADSTS_RE = re.compile(r"AADSTS(\d+)")
+_AADSTS_RE = re.compile(r"AADSTS([0-9]{1,9})")
+_AADSTS_NUMBER = re.compile(r"[0-9]{1,9}")
 _DESCRIPTION_NOISE = re.compile(r"\s*(Trace ID|Correlation ID|Timestamp):.*$", re.S)
 
 
 def first_sentence(description: str, limit: int = 200) -> str:
-    """The provider's description cut to one short line (no trace ids)."""
+    """The provider's description cut to one short line (no trace ids),
+    with control and bidi characters neutralised."""
     text = _DESCRIPTION_NOISE.sub("", description or "").strip()
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
+    return clean(" ".join(text.split()), limit)
 
 
 def error_from_body(body: dict[str, Any], status: int | None = None,
                     context: str = "the identity provider") -> OAuthError:
     """Build the exception for an RFC 6749 §5.2 error body."""
-    error = str(body.get("error") or "unknown_error")
-    description = str(body.get("error_description") or "")
+    # Server text enters here: error and description are cleaned (controls,
+    # bidi, newlines neutralised; bounded) before anything can show them.
+    raw_error = body.get("error")
+    error = clean(raw_error, 64) if isinstance(raw_error, str) and raw_error else "unknown_error"
+    raw_description = body.get("error_description")
+    description = raw_description[:2000] if isinstance(raw_description, str) else ""
     aadsts: int | None = None
     codes = body.get("error_codes")
-    if isinstance(codes, list) and codes and str(codes[0]).isdigit():
-        aadsts = int(codes[0])
+    first = codes[0] if isinstance(codes, list) and codes else None
+    if type(first) is int and 0 < first < 10**9:
+        aadsts = first
+    elif isinstance(first, str) and _AADSTS_NUMBER.fullmatch(first):
+        aadsts = int(first)
     elif match := _AADSTS_RE.search(description):
         aadsts = int(match.group(1))
+    description = clean(description, 2000)
     cls = _ERROR_CLASSES.get(error, OAuthError)
     detail = first_sentence(description)
     message = f"{context} answered {error}"
@@ -245,24 +277,20 @@ _DEFAULT_HINTS: dict[type[OAuthError], str] = {
 _OUTCOME_CLASSES = (AuthorizationDeclined, CodeExpired, BadVerificationCode)
 
 
-def error_from_response(response: requests.Response,
-                        context: str = "the identity provider") -> AuthError:
-    """Translate a non-success HTTP answer into one exception.
+def error_from_answer(status: int, body: Any, url: str,
+                      context: str = "the identity provider") -> AuthError:
+    """Translate a non-success HTTP answer (its status and parsed JSON body,
+    or None when it was not JSON) into one exception.
 
-    5xx, 429 and bodies that are not JSON (a captive portal, a proxy page)
-    become :class:`ProviderUnavailable`, which callers retry.
+    5xx, 429 and bodies that are not OAuth JSON (a captive portal, a proxy
+    page) become :class:`ProviderUnavailable`, which callers retry.
     """
-    status = response.status_code
     if status >= 500 or status == 429:
-        return unavailable(f"{context} answered HTTP {status}", response.url)
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+        return unavailable(f"{context} answered HTTP {status}", url)
     if not isinstance(body, dict) or "error" not in body:
         return ProviderUnavailable(
             f"{context} sent an unreadable answer (HTTP {status}, not an OAuth JSON body) "
-            f"from {_origin(response.url)}",
+            f"from {_origin(url)}",
             "check the network: a proxy or captive portal may be in the way",
         )
     return error_from_body(body, status, context)
@@ -277,8 +305,12 @@ def unavailable(what: str, url: str | None = None) -> ProviderUnavailable:
     )
 
 
-def _origin(url: str | None) -> str:
-    # Never echo query strings (they could carry codes); scheme://host/path is enough.
+def origin(url: str | None) -> str:
+    """*url* without query or fragment (they could carry codes), cleaned for
+    a terminal: ``scheme://host/path`` is enough to say where."""
     if not url:
         return "?"
-    return url.split("?", 1)[0]
+    return clean(url.split("?", 1)[0].split("#", 1)[0], 200)
+
+
+_origin = origin

@@ -13,7 +13,10 @@ Device Authorization Grant) and the shapes Entra ID really sends:
   ``slow_down``, ``access_denied``/Entra's ``authorization_declined``,
   ``expired_token``;
 * RFC 6749 §6 refresh grant, with rotation and revocation;
-* OpenID Connect discovery (``/{tenant}/v2.0/.well-known/openid-configuration``).
+* OpenID Connect discovery (``/{tenant}/v2.0/.well-known/openid-configuration``);
+* RFC 7009 token revocation (``POST /{tenant}/oauth2/v2.0/revoke``), listed
+  as ``revocation_endpoint`` unless ``revocation=False`` (Entra's v2.0
+  endpoints offer none for refresh tokens: that option plays Entra).
 
 Entra errors carry ``AADSTSnnnnn:`` in ``error_description`` (with Trace ID,
 Correlation ID and Timestamp on further ``\\r\\n``-separated lines, as Entra
@@ -218,6 +221,9 @@ class IdentityProvider(SandboxService):
     when the server listens on ``host="0.0.0.0"`` so a phone on the LAN can
     open the sign-in page; the agent keeps talking to ``base_url`` on
     loopback. The ``/_sandbox/`` controls answer loopback clients only.
+
+    ``revocation=False`` lists no ``revocation_endpoint`` in discovery and
+    answers the revocation path with 404, as Entra ID does.
     """
 
     def __init__(
@@ -239,6 +245,7 @@ class IdentityProvider(SandboxService):
         enforce_interval: bool = False,
         known_tenants: set[str] | None = None,
         verification_base_url: str | None = None,
+        revocation: bool = True,
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
@@ -256,6 +263,8 @@ class IdentityProvider(SandboxService):
         self.enforce_interval = enforce_interval
         self.known_tenants = {t.lower() for t in known_tenants} if known_tenants is not None else None
         self.verification_base_url = verification_base_url.rstrip("/") if verification_base_url else None
+        self.revocation = revocation
+        self._revoked: list[str] = []
 
         # One lock guards every piece of state below; handler threads and the
         # test thread both touch it. The condition shares it (wait_for_code).
@@ -350,6 +359,18 @@ class IdentityProvider(SandboxService):
     def expire_refresh_tokens(self) -> int:
         """Every refresh token issued so far now fails with AADSTS700082; returns how many."""
         return self._mark_refresh_tokens("expired")
+
+    @property
+    def revoked(self) -> list[str]:
+        """Tokens revoked over RFC 7009, in order (a copy)."""
+        with self._lock:
+            return list(self._revoked)
+
+    def refresh_token_state(self, refresh_token: str) -> str | None:
+        """``valid``, ``rotated``, ``revoked``, ``expired``, or None when unknown."""
+        with self._lock:
+            entry = self._refresh_tokens.get(refresh_token)
+            return entry.state if entry is not None else None
 
     @property
     def counts(self) -> collections.Counter[str]:
@@ -517,6 +538,7 @@ class IdentityProvider(SandboxService):
             "jwks_uri": f"{base}/{tenant}/discovery/v2.0/keys",
             "userinfo_endpoint": f"{base}/oidc/userinfo",
             "end_session_endpoint": f"{base}/{tenant}/oauth2/v2.0/logout",
+            **({"revocation_endpoint": f"{base}/{tenant}/oauth2/v2.0/revoke"} if self.revocation else {}),
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
             "response_modes_supported": ["query", "fragment", "form_post"],
             "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_CODE_GRANT_TYPE],
@@ -632,6 +654,24 @@ class IdentityProvider(SandboxService):
                 return self._wire_error(_PENDING)
         code.state = "redeemed"
         return 200, self._issue_tokens(client_id, code.scope, code.account or self.account, code.tenant)
+
+    def _revoke(self, tenant: str, form: Mapping[str, str]) -> tuple[int, dict[str, object]]:
+        """RFC 7009 §2.1-2.2: 200 for a revoked *or unknown* token (so the
+        answer tells nothing); the client must be the token's own."""
+        bad = self._check_tenant(tenant)
+        if bad:
+            return bad
+        token = form.get("token", "")
+        if not token:
+            return 400, {"error": "invalid_request", "error_description": "The request must include 'token'."}
+        entry = self._refresh_tokens.get(token)
+        if entry is not None:
+            if entry.client_id != form.get("client_id", ""):
+                return 400, {"error": "invalid_client", "error_description": "The token belongs to another client."}
+            entry.state = "revoked"
+        self._access_tokens.pop(token, None)
+        self._revoked.append(token)
+        return 200, {}
 
     def _refresh(self, client_id: str, refresh_token: str, scope: str) -> tuple[int, dict[str, object]]:
         if not refresh_token:
@@ -767,6 +807,7 @@ _DISCOVERY = re.compile(r"^/([^/]+)(?:/v2\.0)?/\.well-known/openid-configuration
 _DEVICECODE = re.compile(r"^/([^/]+)/oauth2/(?:v2\.0/)?devicecode$")
 _TOKEN = re.compile(r"^/([^/]+)/oauth2/(?:v2\.0/)?token$")
 _KEYS = re.compile(r"^/([^/]+)/discovery/(?:v2\.0/)?keys$")
+_REVOKE = re.compile(r"^/([^/]+)/oauth2/(?:v2\.0/)?revoke$")
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -873,6 +914,13 @@ class _IdpHandler(QuietHandler):
         match = _TOKEN.match(path)
         if match and method == "POST":
             self._token(match.group(1), _form(body))
+            return
+        match = _REVOKE.match(path)
+        if match and method == "POST" and idp.revocation:
+            with idp._lock:
+                idp._counts["revoke"] += 1
+                status, doc = idp._revoke(match.group(1), _form(body))
+            self._json(status, doc)
             return
         self._json(404, {"error": "not_found", "error_description": f"No such endpoint: {method} {path}"})
 
