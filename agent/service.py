@@ -172,6 +172,7 @@ class Service:
         self._code_retry = Retry(TOKEN, rng=self._rng)
         self._start_not_before = float("-inf")   # start-up jitter for uploads and the refresh
         self._mqtt_connected: bool | None = None
+        self._storage_problem: str | None = None      # the outbox's "storage full: ...", told once
         self._sensor_failures: list[str] = []
         self._hold_until: float | None = None
         self._signed_in_screen_until: float | None = None
@@ -543,6 +544,7 @@ class Service:
                 return
             self.readings_taken += len(readings)
             self._upload_wanted = True
+            self._check_storage()
             if self.publisher is not None:
                 self.publisher.publish_readings({r.sensor: r.value for r in readings},
                                                 {r.sensor: r.unit for r in readings})
@@ -560,6 +562,22 @@ class Service:
             self._sensor_failures = names
             self._status_dirty = True
 
+    def _check_storage(self) -> None:
+        """Tell once (state, MQTT, status.json, screen) when the outbox's disk is
+        full or read-only, and again when it takes writes again."""
+        problem = getattr(self.outbox, "storage_problem", None)
+        if not isinstance(problem, (str, type(None))) or problem == self._storage_problem:
+            return
+        before, self._storage_problem = self._storage_problem, problem
+        if problem is not None:
+            self._last_error = problem
+            show(self.presenter, ui.ErrorView(_screen_line(problem)))
+            self._display_at = self.clock.monotonic() + STATUS_REFRESH   # then the status again
+        elif self._last_error == before:
+            self._last_error = None
+        self._publish()
+        self._status_dirty = True
+
     def _on_upload(self, event: Event) -> None:
         now = self.clock.monotonic()
         if event.error is not None:
@@ -571,13 +589,14 @@ class Service:
             self._upload_failed(str(event.error), None, permanent=False)
             return
         result = event.value
+        self._check_storage()
         if result.accepted:
             self._last_upload = self.clock.time()
             self._last_upload_mono = now
             self._upload_failures = 0
             self._upload_retry.reset()
-            if self._last_error and not result.error:
-                self._last_error = None
+            if self._last_error and not result.error and self._last_error != self._storage_problem:
+                self._last_error = self._storage_problem    # a full disk is still worth telling
                 self._status_dirty = True
             if now - self._published_at >= STATUS_REFRESH:
                 self._publish()          # counters over MQTT, at most every STATUS_REFRESH s
@@ -959,7 +978,7 @@ class Service:
             log.warning("%s", exc)
 
 
-def _screen_line(exc: BaseException) -> str:
+def _screen_line(exc: BaseException | str) -> str:
     """One line for a small screen: the whole message when short, else the
     cause alone (the log line above keeps the fix)."""
     text = str(exc)
