@@ -499,12 +499,12 @@ class Outbox:
                     self._storage_failed(exc)
             if not made_room:
                 self._make_room(None)
-        if self._storage_problem is not None and len(self._memory) > UNSAVED_READINGS_MAX:
-            self._drop_unsaved(len(self._memory) - UNSAVED_READINGS_MAX)
         if len(self._memory) >= self.max_memory_readings or self._storage_problem is not None:
             # (While the disk is full, every add tries again: it carries on
             # by itself when space returns.)
             self.spill()
+        if self._storage_problem is not None and len(self._memory) > UNSAVED_READINGS_MAX:
+            self._drop_unsaved(len(self._memory) - UNSAVED_READINGS_MAX)
 
     def _drop_unsaved(self, count: int) -> None:
         for _ in range(count):
@@ -768,8 +768,12 @@ class _transaction:
     def __exit__(self, kind: object, value: object, tb: object) -> None:
         if kind is None:
             self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
+        elif self.db.in_transaction:
+            # (SQLite may have rolled back already: a full disk does that.)
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
 
 def _short(exc: BaseException) -> str:
