@@ -957,7 +957,8 @@ class Service:
                            tokens=self._tokens, authorization=self._authorization,
                            outbox=self.outbox, last_upload=self._last_upload,
                            last_error=self._last_error, mqtt_connected=self._mqtt_connected,
-                           sensor_failures=self._sensor_failures, clock=self.clock)
+                           sensor_failures=self._sensor_failures, clock=self.clock,
+                           storage=self._storage_problem)
 
     def _publish(self) -> None:
         self._published_at = self.clock.monotonic()

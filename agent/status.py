@@ -69,7 +69,7 @@ HA_PREFIX = "homeassistant"      # Home Assistant's default discovery prefix
 ALLOWED_STATE_KEYS = frozenset({
     "state", "since", "profile", "account", "outbox_depth", "dropped",
     "last_upload", "last_error", "version", "verification_uri", "expires_at",
-    "user_code", "device_id", "sensor_failures",
+    "user_code", "device_id", "sensor_failures", "storage",
 })   # (not mqtt_connected: over MQTT it would only ever say a stale "false")
 
 
