@@ -447,8 +447,8 @@ def test_start_jitter_is_stable_and_spread():
 def test_upload_policy_follows_the_interval():
     """A device reporting every minute does not retry every two seconds."""
     assert upload_policy(1).base == UPLOAD.base and upload_policy(1).cap == UPLOAD.cap
-    assert upload_policy(60).base == 60 and upload_policy(60).minimum == UPLOAD.minimum
-    assert upload_policy(3600).cap == 3600
+    assert upload_policy(60).base == 120 and upload_policy(60).minimum == UPLOAD.minimum
+    assert upload_policy(3600).cap == 7200
 
 
 def test_plain_http_is_refused_off_loopback(clock):

@@ -136,14 +136,16 @@ def start_jitter(device_id: str, interval: float) -> float:
 def upload_policy(interval: float) -> Backoff:
     """The upload retry policy for a device reading every *interval* seconds.
 
-    :data:`agent.backoff.UPLOAD`, with the first window at least one
-    interval: while the endpoint is down a fleet then retries no faster
-    than it reported (about twice its steady rate at the first retry, less
-    and less after), instead of a few times a second.
+    :data:`agent.backoff.UPLOAD`, with the first window two intervals
+    long: while the endpoint is down a fleet's first retries add at most
+    half its steady rate to the uploads still due (1.5x at worst, at the end
+    of the first interval; less and less after), instead of retrying a few
+    times a second. A single failure costs about one interval of delay,
+    what waiting for the next reading costs.
     """
     from dataclasses import replace
 
-    base = max(UPLOAD.base, float(interval))
+    base = max(UPLOAD.base, 2.0 * float(interval))
     return replace(UPLOAD, base=base, cap=max(UPLOAD.cap, base))
 
 
