@@ -130,7 +130,7 @@ class MqttConfig:
     homeassistant_discovery: bool = False
     publish_user_code: bool = False
     keepalive: int = 60                 # seconds between MQTT pings
-    connect_spread: float = 30.0        # seconds over which the first connect is spread
+    connect_spread: float = 60.0        # seconds over which the first connect is spread
     reconnect_spread: float = 60.0      # seconds: the first reconnect window (it doubles, up to 5 min)
 
     def password(self) -> str | None:
@@ -526,7 +526,7 @@ def _mqtt(file: Path, data: Any) -> MqttConfig:
         keepalive=t.integer("keepalive", "a whole number of seconds from 5 to 65535", 5, 65535,
                             default=60),
         connect_spread=t.number("connect_spread", "a number of seconds from 0 to 3600", 0, 3600,
-                                default=30.0),
+                                default=60.0),
         reconnect_spread=t.number("reconnect_spread", "a number of seconds from 1 to 3600", 1, 3600,
                                   default=60.0),
     )

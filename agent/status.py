@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_DELAY = MQTT_RECONNECT.minimum   # seconds: no reconnect comes sooner
 RECONNECT_MAX_DELAY = MQTT_RECONNECT.cap       # seconds: no reconnect waits longer
-FIRST_CONNECT_JITTER = 30.0      # seconds: a fleet that boots together spreads its connects
+FIRST_CONNECT_JITTER = 60.0      # seconds: a fleet that boots together spreads its connects
 HA_REPUBLISH_SPREAD = 5.0        # seconds over which a Home Assistant restart's republish is spread
 CLOSE_TIMEOUT = 3.0              # seconds to wait for "offline" to leave on close()
 IDLE_WAKEUP = 30.0               # seconds paho's network thread may sleep when idle

@@ -6,7 +6,9 @@
 parts that run one after the other and print their goals as figures:
 
 MQTT (real Mosquitto, real sockets): one :class:`agent.status.StatusPublisher`
-per agent, each with its own paho client and network thread. Their waits
+per agent, each with its own paho client and network thread, in worker
+processes of 250 (paho's loop uses select(), which takes file descriptors
+below 1024 only: one process cannot hold 1,000 clients). Their waits
 (first-connect spread, reconnect policy, Home Assistant republish spread)
 run on a clock sped up ``--speed`` times (a wait of 60 modelled seconds is
 60/speed real seconds); the broker outages are timed on the same clock,
@@ -77,12 +79,12 @@ def goal(name: str, value: str, ok: bool) -> bool:
 class ScaledClock:
     """Real time sped up *speed* times (monotonic in modelled seconds)."""
 
-    def __init__(self, speed: float) -> None:
+    def __init__(self, speed: float, t0: float | None = None) -> None:
         self.speed = speed
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic() if t0 is None else t0   # CLOCK_MONOTONIC: shared by processes
 
     def monotonic(self) -> float:
-        return (time.monotonic() - self._t0) * self.speed
+        return (time.monotonic() - self.t0) * self.speed
 
     def time(self) -> float:
         return time.time()
@@ -177,31 +179,104 @@ def connects_per_second(stamps: list[float], start: float, end: float) -> int:
     return max(counts.values(), default=0)
 
 
+#: paho's network loop uses select(), which takes file descriptors below
+#: 1024 only, and each client holds three (its socket and a wake-up pair):
+#: so the publishers are spread over worker processes of this many each.
+PER_PROCESS = 250
+
+
+def mqtt_worker(first: int, count: int, port: int, t0: float, speed: float) -> int:
+    """One worker process: *count* StatusPublishers, driven by commands on stdin.
+
+    Prints ``up <modelled s>`` / ``down <modelled s>`` for every connection
+    change, ``ready`` and ``closed`` for the orchestrator.
+    """
+    logging.basicConfig(level=logging.CRITICAL)
+    clock = ScaledClock(speed, t0)
+    out = threading.Lock()
+
+    def say(text: str) -> None:
+        with out:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    settings = Settings("127.0.0.1", port)
+    pubs = []
+    for i in range(first, first + count):
+        pub = StatusPublisher(settings, device_id=f"dev-{i:04d}", sensors=[SensorInfo("uptime", "s")],
+                              on_connection_change=lambda up: say(f"{'up' if up else 'down'} "
+                                                                  f"{clock.monotonic():.3f}"),
+                              first_connect_jitter=60.0, reconnect=reconnect_policy(60.0),
+                              clock=clock, rng=random.Random(i))
+        pub.publish_state({"state": "signed_in", "device_id": pub.device_id})
+        pub.publish_readings({"uptime": 1.0}, {"uptime": "s"})
+        pubs.append(pub)
+    say("ready")
+    for line in sys.stdin:
+        if line.strip() == "start":
+            for pub in pubs:                 # all at once
+                pub.start()
+        elif line.strip() == "stop":
+            # A clean stop, as Service._shutdown does it: "stopping", then
+            # the last real state, then close() (offline, disconnect).
+            for pub in pubs:
+                pub.publish_state({"state": "stopping", "device_id": pub.device_id})
+            threads = []
+            for pub in pubs:
+                def stop(p: StatusPublisher = pub) -> None:
+                    p.publish_state({"state": "signed_in", "device_id": p.device_id})
+                    p.close()
+                threads.append(threading.Thread(target=stop))
+                threads[-1].start()
+            for th in threads:
+                th.join(30)
+            say("closed")
+            return 0
+    return 0
+
+
 def run_mqtt(agents: int, speed: float, folder: Path) -> bool:
-    print(f"MQTT: {agents} StatusPublishers, real Mosquitto, clock x{speed:g} "
-          f"(connect_spread 30 s, reconnect_spread 60 s)")
+    print(f"MQTT: {agents} StatusPublishers in {-(-agents // PER_PROCESS)} processes, real Mosquitto, "
+          f"clock x{speed:g} (connect_spread 60 s, reconnect_spread 60 s)")
     broker = Mosquitto(folder)
     broker.start()
     clock = ScaledClock(speed)
     stamps: list[float] = []
     lock = threading.Lock()
     connected = [0]
+    closed = threading.Semaphore(0)
+    ready = threading.Semaphore(0)
+    workers = []
+    for first in range(0, agents, PER_PROCESS):
+        count = min(PER_PROCESS, agents - first)
+        workers.append(subprocess.Popen(
+            [sys.executable, __file__, "--mqtt-worker", str(first), str(count), str(broker.port),
+             repr(clock.t0), str(speed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
 
-    def changed(up: bool) -> None:
-        with lock:
-            if up:
-                stamps.append(clock.monotonic())
-            connected[0] += 1 if up else -1
+    def read(proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            kind, _, value = line.strip().partition(" ")
+            with lock:
+                if kind == "up":
+                    stamps.append(float(value))
+                    connected[0] += 1
+                elif kind == "down":
+                    connected[0] -= 1
+            if kind == "ready":
+                ready.release()
+            elif kind == "closed":
+                closed.release()
 
-    settings = Settings("127.0.0.1", broker.port)
-    pubs = [StatusPublisher(settings, device_id=f"dev-{i:04d}", sensors=[SensorInfo("uptime", "s")],
-                            on_connection_change=changed, first_connect_jitter=30.0,
-                            reconnect=reconnect_policy(60.0), clock=clock,
-                            rng=random.Random(i))
-            for i in range(agents)]
-    for pub in pubs:
-        pub.publish_state({"state": "signed_in", "device_id": pub.device_id})
-        pub.publish_readings({"uptime": 1.0}, {"uptime": "s"})
+    for proc in workers:
+        threading.Thread(target=read, args=(proc,), daemon=True).start()
+    for _ in workers:
+        if not ready.acquire(timeout=120):
+            raise SystemExit("an MQTT worker did not start")
+
+    def tell(command: str) -> None:
+        for proc in workers:
+            proc.stdin.write(command + "\n")
+            proc.stdin.flush()
 
     def all_up(timeout_modelled: float) -> float:
         deadline = clock.monotonic() + timeout_modelled
@@ -212,72 +287,66 @@ def run_mqtt(agents: int, speed: float, folder: Path) -> bool:
             time.sleep(0.05)
         return float("nan")
 
-    ok = True
-    t = clock.monotonic()
-    for pub in pubs:                  # all start at once
-        pub.start()
-    done = all_up(400)
-    peak = connects_per_second(stamps, t, done + 1)
-    ok &= goal("start, all at once: most connects in one second",
-               f"{peak} of {agents} ({100 * peak / agents:.1f} %; goal <= 5 %), "
-               f"all up after {done - t:.0f} s", peak <= agents * 0.05)
-
-    for outage in (30.0, 70.0):
+    def report(name: str, since: float, done: float) -> bool:
         with lock:
-            stamps.clear()
+            peak = connects_per_second(stamps, since, done + 1 if done == done else float("inf"))
+            first = min((t for t in stamps if t >= since), default=float("nan")) - since
+            up = connected[0]
+        ok = done == done and peak <= agents * 0.05
+        return goal(name, f"{peak} of {agents} ({100 * peak / agents:.1f} %; goal <= 5 %), "
+                          f"first after {first:.1f} s, all {up} up after {done - since:.0f} s", ok)
+
+    ok = True
+    try:
+        t = clock.monotonic()
+        tell("start")
+        ok &= report("start, all at once: most connects in one second", t, all_up(400))
+        for outage in (30.0, 70.0):
+            with lock:
+                stamps.clear()
+            broker.stop()
+            down = clock.monotonic()
+            clock.sleep_until(down + outage)
+            broker.start()
+            back = clock.monotonic()
+            ok &= report(f"broker down {outage:.0f} s: most reconnects in one second", back,
+                         all_up(900))
+
+        # Home Assistant restarts: every device republishes, spread over a few seconds.
+        ha, _ = subscriber(broker.port, ["homeassistant/#"])
+        arrivals: list[float] = []
+        ha.on_message = lambda c, u, m: arrivals.append(clock.monotonic()) \
+            if m.topic.endswith("/config") and not m.retain else None
+        birth = clock.monotonic()
+        ha.publish("homeassistant/status", "online", qos=1)
+        clock.sleep_until(birth + 60)
+        per_second = collections.Counter(int(a - birth) for a in arrivals)
+        devices = len(arrivals) / 2
+        most = max(per_second.values(), default=0) / 2
+        ok &= goal("Home Assistant birth: the republish is spread",
+                   f"{devices:.0f} devices over {(max(arrivals) - birth) if arrivals else 0:.1f} s, "
+                   f"at most {most:.0f} in one second ({100 * most / agents:.1f} %)",
+                   devices >= agents * 0.99 and most <= agents * 0.5)
+        ha.loop_stop()
+        ha.disconnect()
+
+        tell("stop")
+        for _ in workers:
+            closed.acquire(timeout=120)
+        check, retained = subscriber(broker.port, ["fleet/+/availability", "fleet/+/state"])
+        time.sleep(2)
+        check.loop_stop()
+        check.disconnect()
+        offline = sum(1 for k, v in retained.items() if k.endswith("/availability") and v == b"offline")
+        last = sum(1 for k, v in retained.items() if k.endswith("/state") and b'"signed_in"' in v)
+        ok &= goal("after a clean stop: retained availability offline / state the last real state",
+                   f"{offline} / {last} of {agents}", offline == agents and last == agents)
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
         broker.stop()
-        down = clock.monotonic()
-        clock.sleep_until(down + outage)
-        broker.start()
-        back = clock.monotonic()
-        done = all_up(900)
-        peak = connects_per_second(stamps, back, done + 1)
-        first = min(stamps, default=float("nan")) - back
-        ok &= goal(f"broker down {outage:.0f} s: most reconnects in one second",
-                   f"{peak} of {agents} ({100 * peak / agents:.1f} %; goal <= 5 %), "
-                   f"first back after {first:.1f} s, all after {done - back:.0f} s",
-                   peak <= agents * 0.05)
-
-    # Home Assistant restarts: every device republishes, spread over a few seconds.
-    ha, seen = subscriber(broker.port, ["homeassistant/#"])
-    arrivals: list[float] = []
-    ha.on_message = lambda c, u, m: arrivals.append(clock.monotonic()) if m.topic.endswith("/config") \
-        and not m.retain else None
-    birth = clock.monotonic()
-    ha.publish("homeassistant/status", "online", qos=1)
-    clock.sleep_until(birth + 15)
-    per_second = collections.Counter(int(a - birth) for a in arrivals)
-    devices = len(arrivals) / 2 if arrivals else 0
-    ok &= goal("Home Assistant birth: republish spread",
-               f"{len(arrivals)} discovery messages ({devices:.0f} devices) over "
-               f"{(max(arrivals) - birth) if arrivals else 0:.1f} s, at most "
-               f"{max(per_second.values(), default=0) / 2:.0f} devices in one second "
-               f"({100 * max(per_second.values(), default=0) / 2 / agents:.1f} %)",
-               devices >= agents * 0.99 and max(per_second.values(), default=0) / 2 <= agents * 0.5)
-    ha.loop_stop()
-    ha.disconnect()
-
-    # A clean stop, as Service._shutdown does it: "stopping", then the last real state, close().
-    for pub in pubs:
-        pub.publish_state({"state": "stopping", "device_id": pub.device_id})
-    threads = []
-    for pub in pubs:
-        def stop(p: StatusPublisher = pub) -> None:
-            p.publish_state({"state": "signed_in", "device_id": p.device_id})
-            p.close()
-        threads.append(threading.Thread(target=stop))
-        threads[-1].start()
-    for th in threads:
-        th.join(30)
-    check, retained = subscriber(broker.port, ["fleet/+/availability", "fleet/+/state"])
-    time.sleep(2)
-    check.loop_stop()
-    check.disconnect()
-    offline = sum(1 for k, v in retained.items() if k.endswith("/availability") and v == b"offline")
-    last = sum(1 for k, v in retained.items() if k.endswith("/state") and b'"signed_in"' in v)
-    ok &= goal("after a clean stop: retained availability offline / state = last real state",
-               f"{offline} / {last} of {agents}", offline == agents and last == agents)
-    broker.stop()
     return ok
 
 
@@ -450,6 +519,10 @@ def run_http(agents: int, interval: float, folder: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--mqtt-worker"]:
+        first, count, port = (int(v) for v in argv[1:4])
+        return mqtt_worker(first, count, port, float(argv[4]), float(argv[5]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--speed", type=float, default=5.0, help="MQTT clock speed-up (default 5)")
