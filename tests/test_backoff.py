@@ -157,3 +157,48 @@ def test_retry_counts_retry_after_answers_too():
     assert retry.attempts == 2
     retry.reset()
     assert retry.attempts == 0
+
+
+def test_mqtt_reconnects_wait_what_the_policy_draws_not_pahos_doubling():
+    """Against a port nobody listens on, every wait between attempts is a jittered draw."""
+    import socket
+    import time
+    from dataclasses import dataclass
+
+    from agent.status import StatusPublisher, reconnect_policy
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = s.getsockname()[1]
+
+    @dataclass
+    class Settings:
+        host: str = "127.0.0.1"
+        port: int = nobody
+        tls: bool = False
+        username: str | None = None
+        ca_file: str | None = None
+        cert_file: str | None = None
+        key_file: str | None = None
+        topic_prefix: str = "entra-agent"
+        homeassistant_discovery: bool = False
+        publish_user_code: bool = False
+        keepalive: int = 30
+
+        def password(self) -> None:
+            return None
+
+    clock = FakeClock()
+    policy = reconnect_policy(60.0)
+    pub = StatusPublisher(Settings(), device_id="dev-1", first_connect_jitter=0.0, reconnect=policy,
+                          clock=clock, rng=random.Random(3))
+    pub.start()
+    deadline = time.monotonic() + 10
+    while len(clock.waits) < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pub.close()
+    waits = clock.waits[1:12]                 # [0] is the (zero) first-connect spread
+    assert len(waits) == 11
+    assert all(policy.minimum <= w <= policy.window(n) for n, w in enumerate(waits, start=1))
+    assert len(set(waits)) == len(waits)      # not a fixed ladder (1, 2, 4, 8 ...)
+    assert max(waits) > 60                    # the window grew past the first one
