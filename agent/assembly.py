@@ -72,18 +72,21 @@ def build_parts(
                               max_readings=cfg.telemetry.outbox_max_readings,
                               max_bytes=cfg.telemetry.outbox_max_bytes)
     if parts.uploader is None and cfg.telemetry.endpoint:
-        from agent.telemetry.uploader import Uploader
+        from agent.telemetry.uploader import Uploader, upload_policy
         parts.uploader = Uploader(cfg.telemetry.endpoint, device_id=cfg.device_id,
                                   token=token,
                                   refresh_token=refresh_token,
                                   clock=clock, session=session,
-                                  timeout=cfg.telemetry.timeout, rng=rng)
+                                  timeout=cfg.telemetry.timeout, rng=rng,
+                                  backoff=upload_policy(cfg.telemetry.interval))
     if parts.publisher is None and cfg.mqtt is not None:
-        from agent.status import SensorInfo, StatusPublisher
+        from agent.status import SensorInfo, StatusPublisher, reconnect_policy
         infos = [SensorInfo(s.name, s.unit or _sensor_unit(parts.sensors, s.name))
                  for s in cfg.sensors]
         parts.publisher = StatusPublisher(cfg.mqtt, device_id=cfg.device_id, sensors=infos,
-                                          on_connection_change=on_mqtt_change)
+                                          on_connection_change=on_mqtt_change,
+                                          first_connect_jitter=cfg.mqtt.connect_spread,
+                                          reconnect=reconnect_policy(cfg.mqtt.reconnect_spread))
     if parts.publisher is False:
         parts.publisher = None
     # A button or LED that cannot be used is reported, never fatal: the

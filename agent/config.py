@@ -132,6 +132,8 @@ class MqttConfig:
     homeassistant_discovery: bool = False
     publish_user_code: bool = False
     keepalive: int = 60                 # seconds between MQTT pings
+    connect_spread: float = 60.0        # seconds over which the first connect is spread
+    reconnect_spread: float = 60.0      # seconds: the first reconnect window (it doubles, up to 5 min)
 
     def password(self) -> str | None:
         """The broker password read from ``password_file`` (no trailing newline).
@@ -530,6 +532,10 @@ def _mqtt(file: Path, data: Any) -> MqttConfig:
         publish_user_code=t.boolean("publish_user_code", default=False),
         keepalive=t.integer("keepalive", "a whole number of seconds from 5 to 65535", 5, 65535,
                             default=60),
+        connect_spread=t.number("connect_spread", "a number of seconds from 0 to 3600", 0, 3600,
+                                default=60.0),
+        reconnect_spread=t.number("reconnect_spread", "a number of seconds from 1 to 3600", 1, 3600,
+                                  default=60.0),
     )
     t.finish()
     return config

@@ -166,7 +166,9 @@ class Demo:
             host = "127.0.0.1"
             self.mqtt_host = "localhost"
         return "\n".join(["[mqtt]", f"host = {_toml_string(host)}", f"port = {self.mqtt_port}",
-                          "homeassistant_discovery = true", ""])
+                          "homeassistant_discovery = true",
+                          # One device, not a fleet: no need to spread its connects.
+                          "connect_spread = 0", "reconnect_spread = 5", ""])
 
     def _approve(self, idp) -> None:
         # Approve each code the agent asks for (a sign-out asks again).

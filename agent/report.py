@@ -105,12 +105,13 @@ def outbox_dropped(outbox: Any) -> int:
 def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "TokenSet | None",
            authorization: "DeviceAuthorization | None", outbox: Any, last_upload: float | None,
            last_error: str | None, mqtt_connected: bool | None, sensor_failures: list[str],
-           clock: Clock) -> dict[str, Any]:
+           clock: Clock, storage: str | None = None) -> dict[str, Any]:
     """The state as people and other programs see it (MQTT, status.json).
 
     *since* and *last_upload* are wall-clock epoch seconds. While waiting
     for the user it holds ``user_code``: whoever sends it on drops it
-    unless that channel may carry it.
+    unless that channel may carry it. *storage* is the outbox's problem
+    with its disk ("storage full: ..."), present only while there is one.
     """
     result: dict[str, Any] = {
         "state": state,
@@ -126,6 +127,8 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
         "mqtt_connected": mqtt_connected,
         "sensor_failures": list(sensor_failures),
     }
+    if storage:
+        result["storage"] = storage     # "storage full: <folder> (...)" while the disk refuses writes
     auth = authorization
     if state == AWAITING_USER and auth is not None:
         result["verification_uri"] = auth.verification_uri

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import paths, ui
 from agent.assembly import build_parts, build_service, open_face
+from agent.backoff import TOKEN, Retry
 from agent.auth.errors import (
     AuthorizationDeclined, CodeExpired, ProviderUnavailable, SignInRequired,
 )
@@ -79,12 +80,14 @@ log = logging.getLogger(__name__)
 #: (a person away from the device gets a fresh code when they come back).
 SIGN_IN_RETRY_DELAY = 15 * 60.0
 #: Seconds before retrying a refresh (or a code request) that failed for a
-#: transient reason; doubles up to REFRESH_RETRY_MAX.
-REFRESH_RETRY_MIN = 15.0
-REFRESH_RETRY_MAX = 300.0
-#: Upload backoff when the uploader gives no Retry-After (full jitter), seconds.
-UPLOAD_RETRY_MIN = 5.0
-UPLOAD_RETRY_MAX = 600.0
+#: transient reason: at least REFRESH_RETRY_MIN, at most REFRESH_RETRY_MAX,
+#: drawn by the shared policy (agent.backoff.TOKEN, full jitter).
+REFRESH_RETRY_MIN = TOKEN.minimum
+REFRESH_RETRY_MAX = TOKEN.cap
+#: Upload backoff bounds when the upload itself raised (the uploader's own
+#: answers carry their wait): agent.telemetry.uploader.upload_policy.
+UPLOAD_RETRY_MIN = 1.0
+UPLOAD_RETRY_MAX = 300.0
 #: Never refresh more often than this, in seconds, even for very short tokens.
 MIN_REFRESH_SPACING = 5.0
 #: Seconds SIGTERM waits for a job in flight (an upload) before closing anyway.
@@ -162,7 +165,14 @@ class Service:
         self._upload_failures = 0
         self._refresh_failures = 0
         self._code_failures = 0
+        # One shared policy (agent.backoff) for every retry the service times.
+        from agent.telemetry.uploader import upload_policy
+        self._upload_retry = Retry(upload_policy(config.telemetry.interval), rng=self._rng)
+        self._refresh_retry = Retry(TOKEN, rng=self._rng)
+        self._code_retry = Retry(TOKEN, rng=self._rng)
+        self._start_not_before = float("-inf")   # start-up jitter for uploads and the refresh
         self._mqtt_connected: bool | None = None
+        self._storage_problem: str | None = None      # the outbox's "storage full: ...", told once
         self._sensor_failures: list[str] = []
         self._hold_until: float | None = None
         self._signed_in_screen_until: float | None = None
@@ -172,6 +182,7 @@ class Service:
         self._counters: tuple[Any, ...] | None = None
         self._set_up = False
         self._finished = False
+        self._before_stop: tuple[str, float] = (STARTING, self._since)
         self.readings_taken = 0                          # for tests and benches
         self.loop_iterations = 0
 
@@ -308,6 +319,10 @@ class Service:
             from agent.telemetry.uploader import start_jitter
             jitter = start_jitter(self.config.device_id, interval)
         self._next_read = now + jitter
+        # A fleet that boots together (a site-wide power cut) spreads its
+        # first upload of a backlog and its start-up refresh the same way.
+        self._start_not_before = now + jitter
+        self._next_upload = max(self._next_upload, self._start_not_before)
         if self.publisher is not None:
             self._mqtt_connected = False
             self.publisher.start()
@@ -331,9 +346,13 @@ class Service:
         elif tokens.seconds_left(self.clock) > 0:
             self._signed_in(tokens, announce=False)
         else:
-            # Expired while the agent was off: refresh before anything is sent.
+            # Expired while the agent was off: refresh before anything is sent
+            # (after the start-up jitter, so a fleet does not refresh at once).
             self._tokens = tokens
-            self._submit_net("refresh", self.token_client.refresh)
+            if self._start_not_before > now:
+                self._refresh_at = self._start_not_before
+            else:
+                self._submit_net("refresh", self.token_client.refresh)
         self.notifier.ready()
         log.info("agent running: device %s, profile %s", self.config.device_id,
                  self.config.profile)
@@ -393,7 +412,7 @@ class Service:
         if not self._is_busy("readings"):
             candidates.append(self._next_read)
         if not self._is_busy("network"):
-            if self.state == SIGNED_IN:
+            if self.state in (SIGNED_IN, STARTING):
                 candidates.append(self._refresh_at)
             if self._can_upload():
                 candidates.append(self._next_upload)
@@ -418,8 +437,8 @@ class Service:
                 self._next_read = now + interval
             self._submit_sensors()
             did = True
-        if self.state == SIGNED_IN and self._refresh_at is not None and now >= self._refresh_at \
-                and not self._is_busy("network"):
+        if self.state in (SIGNED_IN, STARTING) and self._refresh_at is not None \
+                and now >= self._refresh_at and not self._is_busy("network"):
             self._refresh_at = None
             self._submit_net("refresh", self.token_client.refresh)
             did = True
@@ -559,6 +578,7 @@ class Service:
                 return
             self.readings_taken += len(readings)
             self._upload_wanted = True
+            self._check_storage()
             if self.publisher is not None:
                 self.publisher.publish_readings({r.sensor: r.value for r in readings},
                                                 {r.sensor: r.unit for r in readings})
@@ -576,6 +596,22 @@ class Service:
             self._sensor_failures = names
             self._status_dirty = True
 
+    def _check_storage(self) -> None:
+        """Tell once (state, MQTT, status.json, screen) when the outbox's disk is
+        full or read-only, and again when it takes writes again."""
+        problem = getattr(self.outbox, "storage_problem", None)
+        if not isinstance(problem, (str, type(None))) or problem == self._storage_problem:
+            return
+        before, self._storage_problem = self._storage_problem, problem
+        if problem is not None:
+            self._last_error = problem
+            show(self.presenter, ui.ErrorView(_screen_line(problem)))
+            self._display_at = self.clock.monotonic() + STATUS_REFRESH   # then the status again
+        elif self._last_error == before:
+            self._last_error = None
+        self._publish()
+        self._status_dirty = True
+
     def _on_upload(self, event: Event) -> None:
         now = self.clock.monotonic()
         if event.error is not None:
@@ -587,19 +623,21 @@ class Service:
             self._upload_failed(str(event.error), None, permanent=False)
             return
         result = event.value
+        self._check_storage()
         if result.accepted:
             self._last_upload = self.clock.time()
             self._last_upload_mono = now
             self._upload_failures = 0
-            if self._last_error and not result.error:
-                self._last_error = None
+            self._upload_retry.reset()
+            if self._last_error and not result.error and self._last_error != self._storage_problem:
+                self._last_error = self._storage_problem    # a full disk is still worth telling
                 self._status_dirty = True
             if now - self._published_at >= STATUS_REFRESH:
                 self._publish()          # counters over MQTT, at most every STATUS_REFRESH s
         if result.error:
             self._upload_failed(result.error, result.retry_after, permanent=result.permanent)
             return
-        if not result.accepted:
+        if not result.accepted and (result.attempted or result.retry_after is None):
             self._upload_wanted = False          # nothing (more) to send
         # The uploader's own gate (Retry-After, backoff) is in retry_after.
         self._next_upload = now + (result.retry_after or 0.0)
@@ -611,9 +649,8 @@ class Service:
         now = self.clock.monotonic()
         self._upload_failures += 1
         if retry_after is None and not permanent:
-            # Full jitter (AWS architecture blog): spreads a fleet's retries.
-            cap = min(UPLOAD_RETRY_MAX, UPLOAD_RETRY_MIN * 2 ** min(self._upload_failures, 16))
-            retry_after = self._rng.uniform(UPLOAD_RETRY_MIN, cap)
+            # The shared policy (full jitter): spreads a fleet's retries.
+            retry_after = self._upload_retry.next_delay()
         self._next_upload = now + float(retry_after or 0.0)
         changed = error != self._last_error
         self._last_error = error
@@ -632,6 +669,7 @@ class Service:
             if self._refresh_failures:
                 self._last_error = None
             self._refresh_failures = 0
+            self._refresh_retry.reset()
             was = self.state
             self._signed_in(event.value, announce=was != SIGNED_IN)
             return
@@ -642,7 +680,7 @@ class Service:
             return
         # Transient (network, 5xx): keep the current token, try again later.
         self._refresh_failures += 1
-        delay = min(REFRESH_RETRY_MAX, REFRESH_RETRY_MIN * 2 ** (self._refresh_failures - 1))
+        delay = self._refresh_retry.next_delay()
         self._last_error = str(exc)
         log.warning("token refresh failed: %s; retrying in %.0f s", exc, delay)
         self._refresh_at = self.clock.monotonic() + delay
@@ -665,7 +703,7 @@ class Service:
             self._last_error = str(exc)
             if isinstance(exc, ProviderUnavailable):
                 self._code_failures += 1
-                delay = min(REFRESH_RETRY_MAX, REFRESH_RETRY_MIN * 2 ** (self._code_failures - 1))
+                delay = self._code_retry.next_delay()
                 log.warning("cannot get a sign-in code: %s; retrying in %.0f s", exc, delay)
                 show(self.presenter,
                      ui.ErrorView(f"Cannot reach the sign-in service; retrying in {delay:.0f}s"))
@@ -675,6 +713,7 @@ class Service:
                 self._stopped(ui.ErrorView(_screen_line(exc)))
             return
         self._code_failures = 0
+        self._code_retry.reset()
         self._await_user(event.value)
 
     def _retry_code_at(self, delay: float) -> None:
@@ -800,7 +839,7 @@ class Service:
     def _signed_in(self, tokens: "TokenSet", *, announce: bool) -> None:
         self._tokens = tokens
         self._upload_wanted = True
-        self._next_upload = self.clock.monotonic()
+        self._next_upload = max(self.clock.monotonic(), self._start_not_before)
         self._schedule_refresh()
         self._enter(SIGNED_IN)
         if announce:
@@ -883,6 +922,8 @@ class Service:
         if self.state == STOPPING:
             return
         log.info("stopping")
+        # What MQTT keeps (retained) after the stop: the last real state.
+        self._before_stop = (self.state, self._since)
         self.notifier.stopping()
         self._cancel_attempt()
         self._tick_at = self._display_at = self._refresh_at = self._retry_sign_in_at = None
@@ -911,6 +952,13 @@ class Service:
         except Exception:  # noqa: BLE001 - keep closing the rest
             log.exception("closing the outbox failed")
         if self.publisher is not None:
+            # The retained state ends as the last thing the agent knew (with
+            # the outbox as close() left it), not "stopping"; availability
+            # says offline.
+            final = self._status()
+            final["state"], since = self._before_stop
+            final["since"] = iso(since)
+            self.publisher.publish_state(final)
             self.publisher.close()
         for part in (self.button, self.led):
             if part is not None:
@@ -957,7 +1005,8 @@ class Service:
                            tokens=self._tokens, authorization=self._authorization,
                            outbox=self.outbox, last_upload=self._last_upload,
                            last_error=self._last_error, mqtt_connected=self._mqtt_connected,
-                           sensor_failures=self._sensor_failures, clock=self.clock)
+                           sensor_failures=self._sensor_failures, clock=self.clock,
+                           storage=self._storage_problem)
 
     def _publish(self) -> None:
         self._published_at = self.clock.monotonic()
@@ -978,7 +1027,7 @@ class Service:
             log.warning("%s", exc)
 
 
-def _screen_line(exc: BaseException) -> str:
+def _screen_line(exc: BaseException | str) -> str:
     """One line for a small screen: the whole message when short, else the
     cause alone (the log line above keeps the fix)."""
     text = str(exc)

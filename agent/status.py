@@ -17,6 +17,15 @@ Everything here is asynchronous: ``connect_async`` plus paho's network
 thread, so a broker that is down never blocks the caller. Only the last
 state is kept; it is (re)published on every connect.
 
+A fleet shares its broker, so nothing here is on a fixed schedule: the
+first connect waits a random part of ``connect_spread`` seconds, and every
+reconnect (and every retry of a failed connect) waits what the shared retry
+policy (:mod:`agent.backoff`, full jitter, capped) draws, instead of paho's
+deterministic doubling; a broker restart then brings a fleet of N back at
+about N / ``reconnect_spread`` a second, not in one second. The republish
+that Home Assistant's birth message asks for is spread over
+:data:`HA_REPUBLISH_SPREAD` seconds.
+
 >>> publisher = StatusPublisher(config.mqtt, device_id="greenhouse-1")
 >>> publisher.start(); publisher.publish_state({"state": "signed_in", ...})
 >>> publisher.close()
@@ -24,6 +33,7 @@ state is kept; it is (re)published on every connect.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -35,18 +45,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent import __version__
+from agent.backoff import MQTT_RECONNECT, Backoff, Retry
+from agent.clock import Clock, SystemClock
 
 __all__ = [
     "StatusPublisher", "MqttSettings", "SensorInfo", "ALLOWED_STATE_KEYS",
     "RECONNECT_MIN_DELAY", "RECONNECT_MAX_DELAY", "FIRST_CONNECT_JITTER",
-    "CLOSE_TIMEOUT", "IDLE_WAKEUP",
+    "CLOSE_TIMEOUT", "IDLE_WAKEUP", "HA_REPUBLISH_SPREAD", "reconnect_policy",
 ]
 
 log = logging.getLogger(__name__)
 
-RECONNECT_MIN_DELAY = 1          # seconds before the first reconnect; paho doubles it
-RECONNECT_MAX_DELAY = 120        # seconds, the ceiling of paho's backoff
-FIRST_CONNECT_JITTER = 2.0       # seconds: a fleet that boots together spreads its connects
+RECONNECT_MIN_DELAY = MQTT_RECONNECT.minimum   # seconds: no reconnect comes sooner
+RECONNECT_MAX_DELAY = MQTT_RECONNECT.cap       # seconds: no reconnect waits longer
+FIRST_CONNECT_JITTER = 60.0      # seconds: a fleet that boots together spreads its connects
+HA_REPUBLISH_SPREAD = 5.0        # seconds over which a Home Assistant restart's republish is spread
 CLOSE_TIMEOUT = 3.0              # seconds to wait for "offline" to leave on close()
 IDLE_WAKEUP = 30.0               # seconds paho's network thread may sleep when idle
 HA_PREFIX = "homeassistant"      # Home Assistant's default discovery prefix
@@ -56,7 +69,7 @@ HA_PREFIX = "homeassistant"      # Home Assistant's default discovery prefix
 ALLOWED_STATE_KEYS = frozenset({
     "state", "since", "profile", "account", "outbox_depth", "dropped",
     "last_upload", "last_error", "version", "verification_uri", "expires_at",
-    "user_code", "device_id", "sensor_failures",
+    "user_code", "device_id", "sensor_failures", "storage",
 })   # (not mqtt_connected: over MQTT it would only ever say a stale "false")
 
 
@@ -107,13 +120,33 @@ def _quiet_client_class(base: type, timeout: float) -> type:
         return base
 
     class QuietClient(base):  # type: ignore[misc, valid-type]
+        #: Called (on the network thread) instead of paho's deterministic
+        #: doubling wait between connection attempts; set by StatusPublisher.
+        agent_reconnect_wait: Callable[[], None] | None = None
+
         def _thread_main(self) -> None:
             try:
                 self.loop_forever(timeout=timeout, retry_first_connection=True)
             finally:
                 self._thread = None
 
+        def _reconnect_wait(self) -> None:
+            # paho 2.x calls this before every reconnect (and every retry of
+            # the first connect); our wait is jittered and returns at once
+            # when the publisher closes.
+            if self.agent_reconnect_wait is None or not hasattr(base, "_reconnect_wait"):
+                super()._reconnect_wait()
+            else:
+                self.agent_reconnect_wait()
+
     return QuietClient
+
+
+def reconnect_policy(spread: float) -> Backoff:
+    """The reconnect policy whose first window is *spread* seconds (see the module docstring)."""
+    base = max(1.0, float(spread))
+    return dataclasses.replace(MQTT_RECONNECT, base=base, cap=max(MQTT_RECONNECT.cap, base),
+                               minimum=min(MQTT_RECONNECT.minimum, base))
 
 
 def _object_id(name: str) -> str:
@@ -126,6 +159,10 @@ class StatusPublisher:
 
     ``on_connection_change(connected: bool)`` is called from paho's network
     thread; keep it short (the service posts an event to its queue).
+    *first_connect_jitter*: seconds over which the first connect is spread;
+    *reconnect*: the retry policy between connection attempts
+    (:func:`reconnect_policy`); *clock* and *rng* are injected by tests and
+    the fleet bench.
     """
 
     def __init__(
@@ -137,7 +174,9 @@ class StatusPublisher:
         version: str = __version__,
         on_connection_change: Callable[[bool], None] | None = None,
         first_connect_jitter: float = FIRST_CONNECT_JITTER,
-        reconnect_delay: tuple[int, int] = (RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY),
+        reconnect: Backoff = MQTT_RECONNECT,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.device_id = device_id
@@ -145,7 +184,10 @@ class StatusPublisher:
         self.version = version
         self._on_connection_change = on_connection_change
         self._first_connect_jitter = max(0.0, first_connect_jitter)
-        self._reconnect_delay = reconnect_delay
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._rng = rng if rng is not None else random.Random()
+        self._reconnect = Retry(reconnect, rng=self._rng)   # used on paho's thread only
+        self._republish_pending = False
         prefix = settings.topic_prefix.strip("/")
         self.base_topic = f"{prefix}/{device_id}"
         self.availability_topic = f"{self.base_topic}/availability"
@@ -182,7 +224,11 @@ class StatusPublisher:
                 keyfile=str(s.key_file) if s.key_file else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
-        client.reconnect_delay_set(*self._reconnect_delay)
+        if hasattr(client, "agent_reconnect_wait"):
+            client.agent_reconnect_wait = self._reconnect_wait
+        else:   # another paho: its own doubling, within the policy's bounds
+            policy = self._reconnect.policy
+            client.reconnect_delay_set(max(1, int(policy.minimum)), max(1, int(policy.cap)))
         # Bounded: during a long outage paho must not hoard messages.
         client.max_queued_messages_set(100)
         client.on_connect = self._handle_connect
@@ -194,10 +240,10 @@ class StatusPublisher:
         """Begin connecting in the background (never blocks on the broker)."""
         if self._starter is not None:
             return
-        delay = random.uniform(0.0, self._first_connect_jitter)
+        delay = self._rng.uniform(0.0, self._first_connect_jitter)
 
         def begin() -> None:
-            if self._closed.wait(delay):
+            if self._clock.wait(delay, self._closed):
                 return
             try:
                 self._client.connect_async(self.settings.host, self.settings.port,
@@ -212,6 +258,11 @@ class StatusPublisher:
 
     # -- paho callbacks (network thread) -----------------------------------
 
+    def _reconnect_wait(self) -> None:
+        delay = self._reconnect.next_delay()
+        log.debug("MQTT: next connection attempt in %.1f s", delay)
+        self._clock.wait(delay, self._closed)
+
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             # Bad credentials, not authorised...: paho retries with backoff.
@@ -219,6 +270,7 @@ class StatusPublisher:
                         self.settings.host, self.settings.port, reason_code)
             return
         log.info("MQTT: connected to %s:%s", self.settings.host, self.settings.port)
+        self._reconnect.reset()
         with self._lock:
             self._connected = True
             client.publish(self.availability_topic, "online", qos=1, retain=True)
@@ -247,7 +299,21 @@ class StatusPublisher:
     def _handle_ha_status(self, client, userdata, message) -> None:
         if message.payload.strip().lower() == b"online" and self.settings.homeassistant_discovery:
             # Home Assistant restarted: it has forgotten non-retained state.
+            # Every device hears this at once: spread the republish.
             with self._lock:
+                if self._republish_pending:
+                    return
+                self._republish_pending = True
+            delay = self._rng.uniform(0.0, HA_REPUBLISH_SPREAD)
+            threading.Thread(target=self._republish_for_ha, args=(delay,),
+                             name="mqtt-ha-republish", daemon=True).start()
+
+    def _republish_for_ha(self, delay: float) -> None:
+        if self._clock.wait(delay, self._closed):
+            return
+        with self._lock:
+            self._republish_pending = False
+            if self._connected:
                 self._publish_discovery_locked()
                 if self._state is not None:
                     self._publish_locked(self.state_topic, self._state)

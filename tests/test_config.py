@@ -168,6 +168,8 @@ h_offset = 2
     ('[[sensors]]\ntype = "load_average"\nperiod = 2\n', "sensors[0].period must be 1, 5 or 15"),
     ("[mqtt]\nport = 1883\n", "mqtt.host is missing"),
     ('[mqtt]\nhost = "b"\nport = 70000\n', "mqtt.port must be a port number from 1 to 65535, got 70000"),
+    ('[mqtt]\nhost = "b"\nconnect_spread = -1\n', "mqtt.connect_spread must be a number of seconds from 0 to 3600"),
+    ('[mqtt]\nhost = "b"\nreconnect_spread = 0\n', "mqtt.reconnect_spread must be a number of seconds from 1 to 3600"),
     ('[mqtt]\nhost = "b"\ntopic_prefix = "a/#"\n', "mqtt.topic_prefix must be a topic prefix"),
     ('[mqtt]\nhost = "b"\nusername = "u"\npassword = "hunter2"\n',
      "mqtt.password: secrets do not belong in the config file (put it in a file readable only by root and set mqtt.password_file)"),

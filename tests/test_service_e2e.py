@@ -49,6 +49,7 @@ def write_files(idp, receiver, broker=None, *, interval=1, extra="") -> Path:
         store.save(Profile(name="default", client_id=CLIENT_ID, tenant_id="organizations",
                            authority_host=idp.base_url))
     mqtt = (f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nkeepalive = 5\n'
+            'connect_spread = 0\nreconnect_spread = 2\n'
             if broker is not None else "")
     config = paths.config_dir() / "agent.toml"
     config.write_text(

@@ -7,12 +7,14 @@ code lifetimes pass instantly and deterministically.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 
 import pytest
 import requests
 
 from agent.auth.devicecode import DEFAULT_INTERVAL, SLOW_DOWN_INCREMENT
+from agent.backoff import DEVICE_CODE_POLL
 from agent.auth.endpoints import CLOUDS, entra_endpoints, discover, require_secure
 from agent.auth.errors import (
     AuthError, AuthorizationDeclined, BadVerificationCode, CodeExpired, DiscoveryError,
@@ -280,8 +282,22 @@ def test_transient_faults_are_retried_with_growing_waits(provider, clock, tmp_pa
     assert tokens.access_token
     times = [r["at"] for r in provider.token_requests]
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert gaps == sorted(gaps) and gaps[0] >= DEFAULT_INTERVAL
-    assert gaps[-1] > gaps[0]
+    # The shared policy's growing, jittered windows; never below the interval.
+    assert len(gaps) == 3 and all(g >= DEFAULT_INTERVAL for g in gaps)
+    assert all(g <= max(DEFAULT_INTERVAL, DEVICE_CODE_POLL.window(n)) + 0.5
+               for n, g in enumerate(gaps, start=1))
+
+
+def test_poll_retry_waits_are_jittered_never_below_the_interval_and_capped():
+    """RFC 8628 §3.5: a client never polls faster than the interval, even after errors."""
+    from agent.auth.devicecode import MAX_RETRY_WAIT, _retry_wait
+
+    rng = random.Random(8)
+    for interval in (5.0, 10.0, 90.0):
+        waits = [_retry_wait(interval, n, rng) for n in range(1, 2000)]
+        assert all(interval <= w <= max(interval, MAX_RETRY_WAIT) for w in waits)
+    fleet = [_retry_wait(5.0, 3, rng) for _ in range(1000)]
+    assert len({round(w, 1) for w in fleet}) > 200          # a fleet does not poll in step
 
 
 def test_timeouts_are_retried(clock, tmp_path):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from agent.backoff import Backoff
 from agent.status import SensorInfo, StatusPublisher
 
 
@@ -42,7 +43,7 @@ def make_publisher(broker, **kw) -> StatusPublisher:
     settings = Settings(broker.host, broker.port, **kw)
     return StatusPublisher(settings, device_id="dev-1", sensors=sensors,
                            on_connection_change=(changes.append if changes is not None else None),
-                           first_connect_jitter=0.0, reconnect_delay=(1, 1))
+                           first_connect_jitter=0.0, reconnect=Backoff(base=1.0, cap=1.0, minimum=0.5))
 
 
 def wait_until(predicate, timeout=10.0):

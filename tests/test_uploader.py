@@ -7,10 +7,12 @@ import email.utils
 import logging
 import random
 import socket
+import time
 
 import pytest
 
 from agent.auth.errors import SignInRequired
+from agent.backoff import UPLOAD
 from agent.auth.tokens import TokenClient
 from agent.clock import FakeClock
 from agent.errors import ConfigError
@@ -19,7 +21,7 @@ from agent.sandbox.receiver import TelemetryReceiver
 from agent.telemetry.outbox import Outbox
 from agent.telemetry.sensors import Reading, iso_utc, new_reading_id
 from agent.telemetry.uploader import (
-    BACKOFF_BASE, BACKOFF_CAP, REFUSED_PAUSE, Uploader, parse_retry_after, start_jitter,
+    MIN_REQUEST_SPACING, REFUSED_PAUSE, Uploader, start_jitter, upload_policy,
 )
 from agent.tokenstore import TokenStore
 
@@ -215,6 +217,7 @@ def test_bad_readings_are_dead_lettered_and_the_next_batch_goes_on(rx, box, cloc
     first = up.upload(box, 1)
     assert first.dead_lettered == 1 and first.permanent and first.retry_after is None
     assert "HTTP 400" in first.error and "readings[0].time" in first.error
+    clock.advance(MIN_REQUEST_SPACING)        # never two POSTs within a second
     second = up.upload(box, 500)
     assert second.accepted == 3 and second.error is None
     assert box.dead_letters == 1 and box.depth() == 0
@@ -234,22 +237,45 @@ def test_429_retry_after_seconds_is_honoured(rx, box, clock):
     box.add(make(2))
     up = uploader_for(rx.url, clock)
     result = up.upload(box, 500)
-    assert result.retry_after == 7 and not result.permanent and result.status == 429
+    # A floor with jitter on top (spread: as long as the wait, at least the first window).
+    assert 7 <= result.retry_after <= 7 + max(7, UPLOAD.window(1))
+    assert not result.permanent and result.status == 429
     assert box.on_disk() == 2                 # spilled on failure
     clock.advance(6.5)
     early = up.upload(box, 500)
-    assert not early.attempted and early.retry_after == pytest.approx(0.5)
+    assert not early.attempted and early.retry_after == pytest.approx(result.retry_after - 6.5)
     assert rx.requests == 1
-    clock.advance(0.5)
+    clock.advance(early.retry_after)
     assert up.upload(box, 500).accepted == 2
 
 
-def test_503_retry_after_http_date(rx, box, clock):
-    when = email.utils.formatdate(clock.time() + 30, usegmt=True)
+def test_503_retry_after_http_date_is_read_against_the_date_header(rx, box, clock):
+    # The fake clock is years away from the receiver's real Date header, as
+    # on a board without an RTC: the date counts from the server's Date.
+    assert abs(clock.time() - time.time()) > 3600
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
     rx.queue_responses((503, {"Retry-After": when}))
     box.add(make(1))
     result = uploader_for(rx.url, clock).upload(box, 500)
-    assert result.retry_after == 30
+    assert 29 <= result.retry_after <= 31 + 31
+
+
+@pytest.mark.parametrize("header", ["0", "Thu, 01 Jan 2015 00:00:00 GMT"])
+def test_retry_after_zero_or_past_is_not_a_tight_loop(rx, box, clock, header):
+    """Retry-After: 0 or a past date: never sooner than a second, whatever the server says."""
+    rx.queue_responses(*([(503, {"Retry-After": header})] * 50))
+    box.add(make(1))
+    up = uploader_for(rx.url, clock)
+    start = clock.monotonic()
+    sent = []
+    while clock.monotonic() - start < 10.0:
+        result = up.upload(box, 500)
+        if result.attempted:
+            sent.append(clock.monotonic())
+            assert result.retry_after >= 1.0
+        clock.advance(max(0.01, result.retry_after or 0.01))
+    assert sent and all(b - a >= MIN_REQUEST_SPACING for a, b in zip(sent, sent[1:]))
+    assert len(sent) <= 10
 
 
 def test_exponential_backoff_with_full_jitter_and_reset(rx, box, clock):
@@ -260,13 +286,12 @@ def test_exponential_backoff_with_full_jitter_and_reset(rx, box, clock):
     for attempt in range(1, 13):
         result = up.upload(box, 500)
         assert result.error and "HTTP 503" in result.error and not result.permanent
-        window = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
-        assert 0 <= result.retry_after <= window
+        assert UPLOAD.minimum <= result.retry_after <= UPLOAD.window(attempt)
         waits.append(result.retry_after)
         clock.advance(result.retry_after)
     assert up.failures == 12
     assert len(set(waits)) == 12              # jittered, not a fixed ladder
-    assert max(waits[8:]) > BACKOFF_BASE * 2 ** 4   # the window did grow
+    assert max(waits[8:]) > UPLOAD.base * 2 ** 4   # the window did grow
     ok = up.upload(box, 500)
     assert ok.accepted == 3 and up.failures == 0
     assert len(rx.unique_ids) == 3 and rx.duplicates == 0
@@ -342,10 +367,14 @@ def test_backlog_drains_oldest_first_in_large_batches(rx, tmp_path, clock):
     box.add(backlog)
     up = uploader_for(rx.url, clock)
     first = up.upload(box, 500)
-    assert first.accepted == 500
+    assert first.accepted == 500 and first.ok
+    # More is waiting: go on, but not faster than one POST a second.
+    assert first.retry_after == MIN_REQUEST_SPACING
     assert [r["id"] for r in rx.readings()] == [r.id for r in backlog[:500]]
     fresh = make(1, start=9999)
     box.add(fresh)
+    assert not up.upload(box, 500).attempted
+    clock.advance(first.retry_after)
     up.upload(box, 500)
     assert fresh[0].id in rx.unique_ids         # not starved behind the backlog
     drain(up, box, clock)
@@ -415,14 +444,11 @@ def test_start_jitter_is_stable_and_spread():
     assert start_jitter("x", 0) == 0
 
 
-def test_parse_retry_after():
-    now = 1_800_000_000.0
-    assert parse_retry_after("120", now) == 120
-    assert parse_retry_after(email.utils.formatdate(now + 45, usegmt=True), now) == 45
-    assert parse_retry_after(email.utils.formatdate(now - 45, usegmt=True), now) == 0
-    assert parse_retry_after("999999", now) == 3600
-    assert parse_retry_after("soon", now) is None
-    assert parse_retry_after(None, now) is None
+def test_upload_policy_follows_the_interval():
+    """A device reporting every minute does not retry every two seconds."""
+    assert upload_policy(1).base == UPLOAD.base and upload_policy(1).cap == UPLOAD.cap
+    assert upload_policy(60).base == 120 and upload_policy(60).minimum == UPLOAD.minimum
+    assert upload_policy(3600).cap == 7200
 
 
 def test_plain_http_is_refused_off_loopback(clock):

@@ -10,6 +10,7 @@ cancel event stops polling at once and tests never sleep.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from agent.auth.errors import (
     RedirectRefused, SlowDown, error_from_answer, origin,
 )
 from agent.auth.http import request
+from agent.backoff import DEVICE_CODE_POLL
 from agent.clock import Clock
 from agent.errors import CancelledError
 
@@ -43,8 +45,10 @@ DEFAULT_INTERVAL = 5
 SLOW_DOWN_INCREMENT = 5
 #: After this many slow_down answers, suspect the local clock (as gh does).
 SLOW_DOWN_CLOCK_WARNING = 3
-#: Longest wait between retries after a network error or 5xx, in seconds.
-MAX_RETRY_WAIT = 60.0
+#: Longest wait between retries after a network error or 5xx, in seconds
+#: (the shared policy's cap, agent.backoff.DEVICE_CODE_POLL).
+MAX_RETRY_WAIT = DEVICE_CODE_POLL.cap
+_retry_rng = random.Random()
 #: Lifetime assumed when a provider omits expires_in (it is REQUIRED), in seconds.
 FALLBACK_EXPIRES_IN = 900
 
@@ -244,9 +248,10 @@ def poll_for_token(
         raise error
 
 
-def _retry_wait(interval: float, failures: int) -> float:
-    # Growing waits (2x, 4x, ...), never below the interval, capped.
-    return max(interval, min(interval * (2 ** failures), MAX_RETRY_WAIT))
+def _retry_wait(interval: float, failures: int, rng: random.Random = _retry_rng) -> float:
+    # The shared policy (full jitter, growing window, capped), and never
+    # below the interval: RFC 8628 §3.5 forbids polling faster than it.
+    return max(interval, DEVICE_CODE_POLL.delay(failures, rng))
 
 
 def _wait(clock: Clock, seconds: float, authorization: DeviceAuthorization,

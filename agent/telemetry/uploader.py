@@ -28,16 +28,18 @@ What each answer does:
                        one reading); later batches stay at the size that
                        worked. A single reading still too large is
                        dead-lettered.
-408, 425, 429, 5xx,    exponential backoff with full jitter:
-timeouts, DNS and      ``uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n))``
-connection errors      seconds, or exactly ``Retry-After`` (seconds or an
-                       HTTP date) when the server sends one
+408, 425, 429, 5xx,    the shared retry policy (:mod:`agent.backoff`): full
+timeouts, DNS and      jitter, ``uniform(1, min(cap, base * 2**(n-1)))``
+connection errors      seconds; a ``Retry-After`` (seconds or an HTTP date,
+                       read against the answer's ``Date``) is a floor of at
+                       least 1 s with jitter added, never a schedule
 other 4xx (400, 422)   the batch is moved to the dead-letter table and the
                        result is ``permanent``; the next batch goes on
 =====================  ====================================================
 
 Whenever an upload does not succeed the outbox is spilled to disk (spill
-mode keeps readings in memory only while uploads work).
+mode keeps readings in memory only while uploads work). Two POSTs are never
+started less than :data:`MIN_REQUEST_SPACING` apart, whatever a server says.
 
 The token callables may raise the sign-in errors
 (:class:`~agent.auth.errors.SignInRequired`, ``ProviderUnavailable``): they
@@ -47,17 +49,17 @@ in a log line, an error or a result.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass
-from datetime import timezone
+from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 from agent import __version__
+from agent.backoff import UPLOAD, Backoff, Retry, parse_retry_after
 from agent.clock import Clock
 from agent.config import check_endpoint
 from agent.errors import ConfigError
@@ -71,10 +73,8 @@ __all__ = [
     "Uploader",
     "UploadResult",
     "start_jitter",
-    "parse_retry_after",
-    "BACKOFF_BASE",
-    "BACKOFF_CAP",
-    "RETRY_AFTER_MAX",
+    "upload_policy",
+    "MIN_REQUEST_SPACING",
     "REFUSED_PAUSE",
     "TRANSIENT_STATUSES",
     "REFUSED_STATUSES",
@@ -82,12 +82,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds: the first backoff window; it doubles with each failure in a row.
-BACKOFF_BASE = 2.0
-#: Seconds: the backoff window never grows past this (5 minutes).
-BACKOFF_CAP = 300.0
-#: Seconds: a server's Retry-After is honoured up to this (1 hour).
-RETRY_AFTER_MAX = 3600.0
+#: Seconds: two POSTs never start closer together than this (a backlog
+#: drains at one batch a second at most; no Retry-After makes it faster).
+MIN_REQUEST_SPACING = 1.0
 #: Seconds to wait after the endpoint refused this device (401 after a
 #: refresh, 403, 404...): long enough not to hammer it, short enough that a
 #: permission granted later is noticed without a restart.
@@ -136,29 +133,20 @@ def start_jitter(device_id: str, interval: float) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64 * max(0.0, interval)
 
 
-def parse_retry_after(value: str | None, now_wall: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (RFC 9110 §10.2.3).
+def upload_policy(interval: float) -> Backoff:
+    """The upload retry policy for a device reading every *interval* seconds.
 
-    Accepts delay-seconds (``"7"``) or an HTTP date; *now_wall* is the wall
-    clock (epoch seconds) to measure a date against. None when absent or
-    unreadable; never negative; at most :data:`RETRY_AFTER_MAX`.
+    :data:`agent.backoff.UPLOAD`, with the first window two intervals
+    long: while the endpoint is down a fleet's first retries add at most
+    half its steady rate to the uploads still due (1.5x at worst, at the end
+    of the first interval; less and less after), instead of retrying a few
+    times a second. A single failure costs about one interval of delay,
+    what waiting for the next reading costs.
     """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(int(value))
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - now_wall
-    return min(max(0.0, seconds), RETRY_AFTER_MAX)
+    from dataclasses import replace
+
+    base = max(UPLOAD.base, 2.0 * float(interval))
+    return replace(UPLOAD, base=base, cap=max(UPLOAD.cap, base))
 
 
 class _Bearer:
@@ -209,7 +197,8 @@ class Uploader:
 
     *token* returns the current access token; *refresh_token* forces a
     refresh and returns the new one (called after a 401). *timeout* is in
-    seconds per request; *rng* makes the backoff jitter repeatable in tests.
+    seconds per request; *rng* makes the backoff jitter repeatable in tests;
+    *backoff* is the retry policy (:data:`agent.backoff.UPLOAD` by default).
 
     >>> uploader = Uploader("https://api.example.com/telemetry", device_id="greenhouse-1",
     ...                     token=lambda: client.acquire_silent().access_token,
@@ -229,6 +218,7 @@ class Uploader:
         clock: Clock,
         timeout: float = 10.0,
         rng: random.Random | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         if (reason := check_endpoint(endpoint)) is not None:
             raise ConfigError(f"telemetry endpoint {urlsplit(endpoint).netloc or endpoint!r} "
@@ -243,7 +233,7 @@ class Uploader:
         self.timeout = timeout
         self._rng = rng if rng is not None else random.Random()
         self._host = urlsplit(endpoint).netloc
-        self._failures = 0               # transient failures in a row
+        self._retry = Retry(backoff or UPLOAD, rng=self._rng)   # transient failures in a row
         self._not_before = float("-inf")  # monotonic seconds; no POST before this
         self._last: UploadResult | None = None
         self._last_error: str | None = None
@@ -256,7 +246,7 @@ class Uploader:
     @property
     def failures(self) -> int:
         """Transient failures in a row (0 after a success)."""
-        return self._failures
+        return self._retry.attempts
 
     @property
     def batch_limit(self) -> int | None:
@@ -282,6 +272,8 @@ class Uploader:
         nothing and returns the time still to wait.
         """
         remaining = self.wait_remaining()
+        if remaining > 0 and outbox.depth() == 0:
+            return UploadResult(0, None, None, False, attempted=False)   # nothing to wait for
         if remaining > 0:
             last = self._last
             return UploadResult(0, remaining, last.error if last else None,
@@ -292,6 +284,9 @@ class Uploader:
         if not batch:
             return UploadResult(0, None, None, False, attempted=False)
         result: UploadResult | None = None
+        # The spacing gate holds whatever the answer: no Retry-After (0, a
+        # date in the past) makes this device send faster than one a second.
+        self._not_before = self.clock.monotonic() + MIN_REQUEST_SPACING
         try:
             result = self._send(outbox, batch)
         finally:
@@ -299,9 +294,12 @@ class Uploader:
             if result is None or (result.error is not None and result.dead_lettered == 0):
                 # Not accepted: spill mode must not keep these only in memory.
                 outbox.spill()
+        if result.retry_after is None and result.ok and outbox.depth() > 0:
+            # More waiting (a backlog): go on as soon as the spacing allows.
+            result = replace(result, retry_after=self.wait_remaining() or None)
         self._last = result
         if result.retry_after is not None:
-            self._not_before = self.clock.monotonic() + result.retry_after
+            self._not_before = max(self._not_before, self.clock.monotonic() + result.retry_after)
         # A failure is a WARNING when it is new, DEBUG while it repeats (an
         # endpoint down all night must not fill the journal); recovery is INFO.
         if result.error:
@@ -343,7 +341,7 @@ class Uploader:
             if status is not None and 200 <= status < 300:
                 outbox.ack(ids)
                 accepted += len(part)
-                self._failures = 0
+                self._retry.reset()
                 continue
             if status == 413:
                 if len(part) > 1:
@@ -359,11 +357,9 @@ class Uploader:
                 errors.append(reason + " (it was moved to the dead-letter table)")
                 continue
             if status is None or status in TRANSIENT_STATUSES:
-                self._failures += 1
-                window = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
-                wait = parse_retry_after(headers.get("Retry-After"), self.clock.time())
-                if wait is None:
-                    wait = self._rng.uniform(0.0, window)   # full jitter
+                asked = parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"),
+                                          now_wall=self.clock.time())
+                wait = self._retry.next_delay() if asked is None else self._retry.after_retry_after(asked)
                 error = detail if status is None else self._http_error(status, detail)
                 return UploadResult(accepted, wait, error, False, dead, status)
             if status == 401:
@@ -382,7 +378,7 @@ class Uploader:
             return UploadResult(accepted, None, errors[-1], True, dead, status)
         return UploadResult(accepted, None, None, False, dead, status)
 
-    def _post(self, part: list[Reading], token: str) -> tuple[int | None, dict[str, str], str]:
+    def _post(self, part: list[Reading], token: str) -> tuple[int | None, Mapping[str, str], str]:
         """One POST. Returns (status or None when no answer, headers, detail)."""
         import requests
 
@@ -407,7 +403,8 @@ class Uploader:
             return None, {}, f"cannot reach {self._host}: {_network_reason(exc)}"
         with response:
             detail = self._describe(response)
-            return response.status_code, dict(response.headers), detail
+            # requests' case-insensitive mapping: "retry-after" is "Retry-After".
+            return response.status_code, requests.structures.CaseInsensitiveDict(response.headers), detail
 
     def _describe(self, response: "requests.Response") -> str:
         """The server's own short reason: ``error_description``/``error`` or a text line."""
@@ -429,7 +426,7 @@ class Uploader:
     def _http_error(self, status: int, detail: str) -> str:
         return f"{self._host} answered HTTP {status}" + (f": {detail}" if detail else "")
 
-    def _refused(self, status: int, headers: dict[str, str], detail: str) -> str:
+    def _refused(self, status: int, headers: Mapping[str, str], detail: str) -> str:
         base = self._http_error(status, detail)
         if status == 403:
             return base + " (grant this device's account access to the endpoint; readings are kept)"
