@@ -16,10 +16,14 @@ set -euo pipefail
 HA_VERSION="${HA_VERSION:-2025.4.4}"
 CACHE="${ENTRA_AGENT_HA_CACHE:-/var/cache/entra-agent-ha}"
 VENV="$CACHE/ha-$HA_VERSION"
-# Integrations the e2e test configures (their dependencies are followed).
+# Integrations the e2e test configures, besides those HA always loads
+# (bootstrap's core and default sets); their dependencies are followed.
 INTEGRATIONS="mqtt api config http"
+# Bump when what is installed changes, so an older cached venv is rebuilt.
+RECIPE="$HA_VERSION recipe 2"
 
-if [ -f "$VENV/.complete" ] && "$VENV/bin/python" -c 'import homeassistant' >/dev/null 2>&1; then
+if [ "$(cat "$VENV/.complete" 2>/dev/null)" = "$RECIPE" ] \
+   && "$VENV/bin/python" -c 'import homeassistant' >/dev/null 2>&1; then
   echo "$VENV"
   exit 0
 fi
@@ -61,8 +65,11 @@ PY
 reqs="$("$VENV/bin/python" - $INTEGRATIONS <<'PY'
 import json, pathlib, sys
 import homeassistant.components as comps
+from homeassistant import bootstrap
 root = pathlib.Path(comps.__path__[0])
-todo, seen, reqs = list(sys.argv[1:]), set(), set()
+always = (bootstrap.CORE_INTEGRATIONS | bootstrap.LOGGING_AND_HTTP_DEPS_INTEGRATIONS
+          | bootstrap.FRONTEND_INTEGRATIONS | bootstrap.DEFAULT_INTEGRATIONS)
+todo, seen, reqs = sorted(set(sys.argv[1:]) | always), set(), set()
 while todo:
     name = todo.pop()
     if name in seen:
@@ -81,5 +88,5 @@ if [ -n "$reqs" ]; then
   # shellcheck disable=SC2086
   "$VENV/bin/pip" install -q -c "$VENV/package_constraints.txt" $reqs
 fi
-"$VENV/bin/python" -c 'import homeassistant.const as c; print(c.__version__)' >"$VENV/.complete"
+"$VENV/bin/python" -c 'import homeassistant' && echo "$RECIPE" >"$VENV/.complete"
 echo "$VENV"
