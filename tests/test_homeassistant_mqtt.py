@@ -70,7 +70,7 @@ def test_discovery_prefix_and_birth_message(mosquitto, mqtt_subscriber, tmp_path
         assert wait_until(lambda: len(sub.on("ha/main/sensor/dev-1/state/config")) > before)
         # Under the old prefix only the removals of what an earlier version
         # (no record yet) announced there.
-        old = [m for m in sub.messages if m.topic.startswith("homeassistant/")]
+        old = [m for m in sub.messages if m.topic.startswith("homeassistant/sensor/")]
         assert old and all(m.payload == b"" for m in old)
     finally:
         pub.close()
