@@ -49,7 +49,6 @@ from agent.auth.errors import (
 )
 from agent.clock import Clock
 from agent.errors import AgentError, CancelledError, StorageError
-from agent.homeassistant import COMMAND_NEW_CODE, COMMAND_SIGN_OUT, SIGN_OUT_CONFIRM_WINDOW
 from agent.notify import Notifier, watchdog_interval
 from agent.report import (
     iso, outbox_depth, show, sign_in_view, status_dict, status_line, status_view, stopped_view,
@@ -726,6 +725,8 @@ class Service:
 
     def _on_ha_command(self, event: Event) -> None:
         # A Home Assistant button (agent.status only passes enabled ones).
+        from agent.homeassistant import COMMAND_NEW_CODE, COMMAND_SIGN_OUT, SIGN_OUT_CONFIRM_WINDOW
+
         now = self.clock.monotonic()
         if event.value == COMMAND_NEW_CODE:
             if self.state not in (AWAITING_USER, SIGN_IN_STOPPED):
@@ -951,6 +952,7 @@ class Service:
                            sign_out_confirm_until=self._sign_out_confirm_until())
 
     def _sign_out_confirm_until(self) -> float | None:
+        # The wall-clock end of a Home Assistant "Sign out" confirmation window.
         armed = self._sign_out_armed_until
         if armed is None or self.clock.monotonic() > armed or self.state != SIGNED_IN:
             return None

@@ -293,3 +293,17 @@ def test_record_in_an_unwritable_place_is_a_storage_error(tmp_path):
     with pytest.raises(StorageError, match="cannot write the Home Assistant record"):
         save_announced(blocker / "homeassistant.json", RECORD)
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_readings_carry_the_unit_of_their_key(tmp_path):
+    from agent.clock import FakeClock
+    from agent.telemetry.sensors import read_all
+
+    helper = tmp_path / "env"
+    helper.write_text('#!/bin/sh\necho \'{"temperature": 21.5, "humidity": 48}\'\n')
+    helper.chmod(0o755)
+    cfg = SensorConfig("command", "env", options={"command": [str(helper)]}, unit="°C",
+                       keys={"humidity": KeyConfig(unit="%")})
+    readings, failures = read_all(build_sensors([cfg]), FakeClock())
+    assert failures == []
+    assert {r.sensor: r.unit for r in readings} == {"env.temperature": "°C", "env.humidity": "%"}
