@@ -61,6 +61,7 @@ __all__ = [
     "Message", "Discovery", "topics_for", "object_id", "assign_object_ids", "friendly_name",
     "value_template", "device_payload", "sensor_entity", "fixed_entities", "reading_entity",
     "unit_fits", "read_board_model", "board_device", "sensor_infos", "owner_of",
+    "legacy_topics", "FIXED_KEYS", "STATE_OPTIONS", "MAX_READING_ENTITIES",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ COMMANDS = (COMMAND_NEW_CODE, COMMAND_SIGN_OUT)
 SIGN_OUT_CONFIRM_WINDOW = 10.0
 MAX_STATE_LENGTH = 255                           # Home Assistant's limit for a state
 MAX_NAME_LENGTH = 64
+MAX_OBJECT_ID_LENGTH = 64                        # longer (a key from a program): cut, plus a hash
+#: Reading entities announced at most: a sensor program printing thousands of
+#: keys must not flood Home Assistant (and the broker) with entities.
+MAX_READING_ENTITIES = 256
 
 #: The states the "State" entity can take (an enum in Home Assistant).
 STATE_OPTIONS = [STARTING, SIGNED_IN, SIGN_IN_REQUIRED, AWAITING_USER, SIGN_IN_STOPPED, STOPPING]
@@ -171,10 +176,14 @@ def topics_for(topic_prefix: str, device_id: str) -> Topics:
 def object_id(name: str) -> str:
     """The object id Home Assistant accepts for *name* (``[a-zA-Z0-9_-]``).
 
-    The same as earlier versions gave, so existing entities keep their ids;
+    The same as earlier versions gave, so existing entities keep their ids
+    (a name longer than 64 characters is cut and given a hash);
     :func:`assign_object_ids` resolves the collisions this can make.
     """
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", name) or "sensor"
+    oid = re.sub(r"[^a-zA-Z0-9_-]", "_", name) or "sensor"
+    if len(oid) > MAX_OBJECT_ID_LENGTH:
+        oid = _hashed(name, oid[:MAX_OBJECT_ID_LENGTH - 9])
+    return oid
 
 
 def _hashed(name: str, base: str) -> str:
@@ -557,6 +566,7 @@ class Discovery:
         self._seen: dict[str, str | None] = {}          # reading name -> unit, this run
         self._heard: set[str] = set()                   # sensors that gave a reading this run
         self._ids: dict[str, str] = {}
+        self._full = False
         self.announced: dict[str, dict[str, str]] = dict(self._previous)
 
     # -- what exists now ----------------------------------------------------
@@ -652,10 +662,18 @@ class Discovery:
             owner, _ = owner_of(key, self.sensors)
             if owner is not None:
                 self._heard.add(owner.name)
-            if key not in self._seen:
-                self._seen[key] = (units or {}).get(key)
-                if key not in upfront:
-                    new.append(key)
+            if key in self._seen or key in upfront:
+                if key not in self._seen:
+                    self._seen[key] = (units or {}).get(key)
+                continue
+            if len(self._seen) >= MAX_READING_ENTITIES:
+                if not self._full:
+                    log.warning("Home Assistant: more than %d readings; %r and later new ones "
+                                "get no entity", MAX_READING_ENTITIES, key)
+                    self._full = True
+                continue
+            self._seen[key] = (units or {}).get(key)
+            new.append(key)
         if not connected:
             return []
         return self._messages(self._entities(new)) + self._removals()

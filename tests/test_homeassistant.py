@@ -307,3 +307,14 @@ def test_readings_carry_the_unit_of_their_key(tmp_path):
     readings, failures = read_all(build_sensors([cfg]), FakeClock())
     assert failures == []
     assert {r.sensor: r.unit for r in readings} == {"env.temperature": "°C", "env.humidity": "%"}
+
+
+def test_a_flood_of_keys_is_bounded():
+    from agent.homeassistant import MAX_READING_ENTITIES
+
+    d = Discovery(DEVICE, TOPICS, sensors=[SensorInfo("cmd", multi=None)], announced={})
+    d.connect()
+    sent = configs(d.readings({f"cmd.k{i}": 1.0 for i in range(MAX_READING_ENTITIES + 50)}))
+    assert len(sent) == MAX_READING_ENTITIES
+    long = object_id("x" * 300)
+    assert len(long) == 64 and long != object_id("x" * 301)
