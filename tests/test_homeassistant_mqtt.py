@@ -121,3 +121,40 @@ def test_buttons_are_off_by_default(mosquitto, mqtt_subscriber, tmp_path):
         assert got == [] and not [m for m in sender.messages if "/button/" in m.topic]
     finally:
         pub.close()
+
+
+def test_assembly_wires_the_buttons_and_the_record(mosquitto, mqtt_subscriber, agent_dirs):
+    import random
+    from types import SimpleNamespace
+
+    from agent import paths
+    from agent.assembly import build_parts
+    from agent.clock import SystemClock
+    from agent.config import load_config
+
+    paths.config_dir().mkdir(parents=True)
+    (paths.config_dir() / "agent.toml").write_text(
+        f'device_id = "dev-1"\n[[sensors]]\ntype = "uptime"\n'
+        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+        'homeassistant_discovery = true\nhomeassistant_sign_out_button = true\n')
+    config = load_config(paths.config_dir() / "agent.toml")
+    parts = SimpleNamespace(sensors=None, outbox=None, uploader=None, publisher=None,
+                            button=None, led=None)
+    posted: list[tuple[str, object]] = []
+    build_parts(parts, config, clock=SystemClock(), session=None, rng=random.Random(),
+                pin_factory=None, token=lambda: None, refresh_token=lambda: None,
+                on_mqtt_change=lambda up: None,
+                post=lambda kind, value=None: posted.append((kind, value)))
+    sub = mqtt_subscriber(mosquitto, ["homeassistant/#"])
+    parts.publisher.start()
+    try:
+        uptime = sub.wait_for("homeassistant/sensor/dev-1/uptime/config").json()
+        assert (uptime["device_class"], uptime["unit_of_measurement"]) == ("duration", "s")
+        sub.wait_for("homeassistant/button/dev-1/sign_out/config")
+        sub.client.publish("entra-agent/dev-1/command", "sign_out", qos=1)
+        assert wait_until(lambda: posted == [("ha_command", "sign_out")])
+        assert wait_until(lambda: paths.homeassistant_file().is_file())
+        assert "@sign_out" in json.loads(paths.homeassistant_file().read_text())["entities"]
+    finally:
+        parts.publisher.close()
+        parts.outbox.close()
