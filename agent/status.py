@@ -9,7 +9,7 @@ Topics, under ``<topic_prefix>/<device_id>/``:
   Assistant's sensor entities.
 
 With ``homeassistant_discovery`` the discovery configs built by
-:mod:`agent.homeassistant` go to ``<homeassistant_prefix>/<component>/<device>/<object>/config``
+:mod:`agent.homeassistant` (what to send when: :mod:`agent.ha_discovery`) go to ``<homeassistant_prefix>/<component>/<device>/<object>/config``
 (retained) on every connect and again whenever Home Assistant says
 ``online`` on ``<homeassistant_prefix>/status``; configs announced before
 and no longer wanted are removed (empty retained payload; the record is
@@ -38,9 +38,9 @@ from typing import Any, Protocol
 
 from agent import __version__
 from agent.errors import AgentError
+from agent.ha_discovery import Discovery, Message
 from agent.homeassistant import (
-    COMMAND_NEW_CODE, COMMAND_SIGN_OUT, DeviceInfo, Discovery, Message, SensorInfo,
-    board_device, topics_for,
+    COMMAND_NEW_CODE, COMMAND_SIGN_OUT, DeviceInfo, SensorInfo, board_device, topics_for,
 )
 
 __all__ = [

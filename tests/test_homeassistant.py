@@ -1,4 +1,5 @@
-"""agent.homeassistant (pure discovery payloads) and agent.ha_announced (the record file)."""
+"""agent.homeassistant (pure discovery payloads), agent.ha_discovery (what to announce and
+remove over a run) and agent.ha_announced (the record file)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 from agent.config import KeyConfig, SensorConfig
 from agent.errors import StorageError
 from agent.ha_announced import MAX_FILE_BYTES, load_announced, save_announced
+from agent.ha_discovery import Discovery, legacy_topics
 from agent.homeassistant import (
-    COMMAND_NEW_CODE, COMMAND_SIGN_OUT, DeviceInfo, Discovery, KeyInfo, SensorInfo,
-    assign_object_ids, board_device, device_payload, friendly_name, legacy_topics, object_id,
-    read_board_model, reading_entity, sensor_entity, sensor_infos, topics_for, unit_fits,
-    value_template,
+    COMMAND_NEW_CODE, COMMAND_SIGN_OUT, DeviceInfo, KeyInfo, SensorInfo, assign_object_ids,
+    board_device, device_payload, friendly_name, object_id, read_board_model, reading_entity,
+    sensor_entity, sensor_infos, topics_for, unit_fits, value_template,
 )
 from agent.telemetry.sensors import build_sensors
 
@@ -310,7 +311,7 @@ def test_readings_carry_the_unit_of_their_key(tmp_path):
 
 
 def test_a_flood_of_keys_is_bounded():
-    from agent.homeassistant import MAX_READING_ENTITIES
+    from agent.ha_discovery import MAX_READING_ENTITIES
 
     d = Discovery(DEVICE, TOPICS, sensors=[SensorInfo("cmd", multi=None)], announced={})
     d.connect()
