@@ -110,9 +110,8 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
 
     *since*, *last_upload* and *sign_out_confirm_until* (a Home Assistant
     "Sign out" pressed once, waiting for its confirmation) are wall-clock
-    epoch seconds. While waiting
-    for the user it holds ``user_code``: whoever sends it on drops it
-    unless that channel may carry it.
+    epoch seconds. While waiting for the user it holds ``user_code``:
+    whoever sends it on drops it unless that channel may carry it.
     """
     result: dict[str, Any] = {
         "state": state,
