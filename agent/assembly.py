@@ -60,7 +60,8 @@ def build_parts(
     Each part is set on *parts* as soon as it is built, so a later failure
     leaves the earlier ones there to be closed. *token* and *refresh_token*
     are the uploader's bearer token callables; *post* queues a button event
-    ("press", "hold_start", ...) for the service.
+    ("press", "hold_start", ...) or a Home Assistant button press
+    ("ha_command", "new_code"/"sign_out") for the service.
     """
     cfg = config
     if parts.sensors is None:
@@ -80,11 +81,13 @@ def build_parts(
                                   timeout=cfg.telemetry.timeout, rng=rng,
                                   backoff=upload_policy(cfg.telemetry.interval))
     if parts.publisher is None and cfg.mqtt is not None:
-        from agent.status import SensorInfo, StatusPublisher, reconnect_policy
-        infos = [SensorInfo(s.name, s.unit or _sensor_unit(parts.sensors, s.name))
-                 for s in cfg.sensors]
-        parts.publisher = StatusPublisher(cfg.mqtt, device_id=cfg.device_id, sensors=infos,
+        from agent.homeassistant import sensor_infos
+        from agent.status import StatusPublisher, reconnect_policy
+        parts.publisher = StatusPublisher(cfg.mqtt, device_id=cfg.device_id,
+                                          sensors=sensor_infos(cfg.sensors, parts.sensors),
                                           on_connection_change=on_mqtt_change,
+                                          on_command=lambda command: post("ha_command", command),
+                                          announced_path=paths.homeassistant_file(),
                                           first_connect_jitter=cfg.mqtt.connect_spread,
                                           reconnect=reconnect_policy(cfg.mqtt.reconnect_spread))
     if parts.publisher is False:
@@ -109,13 +112,6 @@ def build_parts(
             parts.led = StatusLed(cfg.led.pin, pin_factory=pin_factory)
         except (AgentError, ImportError) as exc:
             log.error("LED on pin %s not available: %s", cfg.led.pin, exc)
-
-
-def _sensor_unit(sensors: list[Any] | None, name: str) -> str | None:
-    for sensor in sensors or ():
-        if getattr(sensor, "name", None) == name:
-            return getattr(sensor, "unit", None)
-    return None
 
 
 def open_face(settings: dict[str, Any], *, clock: Clock | None = None,

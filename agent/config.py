@@ -39,6 +39,7 @@ __all__ = [
     "AgentConfig",
     "TelemetryConfig",
     "SensorConfig",
+    "KeyConfig",
     "MqttConfig",
     "DisplayConfig",
     "ButtonConfig",
@@ -103,17 +104,40 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class KeyConfig:
+    """``[sensors.keys.<key>]``: one value of a sensor that gives several.
+
+    Each field left None takes the sensor's own (``unit``, ``device_class``...).
+    """
+
+    unit: str | None = None             # e.g. "%" for a "humidity" key
+    device_class: str | None = None     # Home Assistant's sensor device class ("humidity")
+    state_class: str | None = None      # "measurement", "total" or "total_increasing"
+    label: str | None = None            # the name Home Assistant shows
+
+
+@dataclass(frozen=True)
 class SensorConfig:
     """One ``[[sensors]]`` entry.
 
     ``options`` holds the type-specific keys (``command``, ``timeout``,
-    ``device``, ``path``...); ``name`` defaults to the type.
+    ``device``, ``path``...); ``name`` defaults to the type. ``keys`` gives
+    the values of a multi-value sensor (reading ``<name>.<key>``) their own
+    unit and Home Assistant classes.
     """
 
     type: str
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     unit: str | None = None             # overrides the sensor's own unit
+    device_class: str | None = None     # Home Assistant's sensor device class
+    state_class: str | None = None      # Home Assistant's state class
+    label: str | None = None            # the name Home Assistant shows
+    keys: dict[str, KeyConfig] = field(default_factory=dict)
+
+    def key_units(self) -> dict[str, str]:
+        """The units configured for single keys (``[sensors.keys.<key>] unit``)."""
+        return {key: k.unit for key, k in self.keys.items() if k.unit is not None}
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,9 @@ class MqttConfig:
     key_file: Path | None = None
     topic_prefix: str = "entra-agent"
     homeassistant_discovery: bool = False
+    homeassistant_prefix: str = "homeassistant"   # Home Assistant's discovery prefix
+    homeassistant_new_code_button: bool = False   # a "New sign-in code" button entity
+    homeassistant_sign_out_button: bool = False   # a "Sign out" button entity (press twice)
     publish_user_code: bool = False
     keepalive: int = 60                 # seconds between MQTT pings
     connect_spread: float = 60.0        # seconds over which the first connect is spread
@@ -438,6 +465,8 @@ def _sensor(file: Path, index: int, data: Any) -> SensorConfig:
     name = t.text("name", "a name of letters, digits, '.', '_' or '-' (at most 64)",
                   default=kind, pattern=_NAME_RE)
     unit = t.get("unit", "a text (may be empty)", lambda v: isinstance(v, str), default=None)
+    classes = _ha_classes(t, unit, unit_known=unit is not None or kind == "command")
+    keys = _sensor_keys(t, unit, classes, unit_known=unit is not None or kind == "command")
     options: dict[str, Any] = {}
     if kind == "command":
         command = t.get("command", "a non-empty list of texts (the program and its arguments)",
@@ -478,7 +507,87 @@ def _sensor(file: Path, index: int, data: Any) -> SensorConfig:
             if key not in t.used:
                 options[key] = t.raw(key)
     t.finish()
-    return SensorConfig(type=kind, name=name, options=options, unit=unit)
+    return SensorConfig(type=kind, name=name, options=options, unit=unit,
+                        device_class=classes[0], state_class=classes[1], label=classes[2],
+                        keys=keys)
+
+
+def _ha_classes(t: _Table, unit: str | None, *, unit_known: bool,
+                inherited: tuple[str | None, str | None] = (None, None)
+                ) -> tuple[str | None, str | None, str | None]:
+    """``device_class``, ``state_class`` and ``label`` of *t*, checked against
+    Home Assistant's rules (a unit it refuses for the class would be a warning
+    in its log at every start). *unit_known*: *unit* is what will be sent
+    (a built-in type's own default unit is not known here)."""
+    from agent.ha_device_classes import (
+        NON_NUMERIC_DEVICE_CLASSES, SENSOR_DEVICE_CLASSES, STATE_CLASSES,
+    )
+
+    classes = sorted(SENSOR_DEVICE_CLASSES)
+    device_class = t.get("device_class", "a text", lambda v: isinstance(v, str), default=None)
+    if device_class is not None and device_class not in SENSOR_DEVICE_CLASSES:
+        close = difflib.get_close_matches(device_class, classes, n=1)
+        raise ConfigError(str(t.fail("device_class", "a Home Assistant sensor device class "
+                                     "such as \"temperature\", \"humidity\" or \"pressure\"",
+                                     device_class)),
+                          f"did you mean {_show(close[0])}? {EXAMPLE_HINT}" if close
+                          else "see the device classes of Home Assistant's sensor integration")
+    state_class = t.get("state_class", "a text", lambda v: isinstance(v, str), default=None)
+    if state_class is not None and state_class not in STATE_CLASSES:
+        close = difflib.get_close_matches(state_class, list(STATE_CLASSES), n=1)
+        raise ConfigError(str(t.fail("state_class", " or ".join(f'"{c}"' for c in STATE_CLASSES),
+                                     state_class)),
+                          f"did you mean {_show(close[0])}? {EXAMPLE_HINT}" if close else EXAMPLE_HINT)
+    label = t.text("label", "a text of at most 64 characters", default=None,
+                   pattern=re.compile(r"^[^\x00-\x1f\x7f]{1,64}$"))
+    effective_class = device_class if device_class is not None else inherited[0]
+    effective_state = state_class if state_class is not None else inherited[1]
+    if effective_class is not None:
+        units, states = SENSOR_DEVICE_CLASSES[effective_class]
+        if effective_class in NON_NUMERIC_DEVICE_CLASSES:
+            if effective_state is not None:
+                raise t.fail("state_class", f"left out with device_class {_show(effective_class)} "
+                             "(its state is not a number)", effective_state)
+        elif unit_known and units is not None and (unit or "") not in units:
+            shown = " or ".join(_show(u) for u in sorted(units) if u) or "left out"
+            given = unit or ""
+            close = ([u for u in units if u.lower() == given.lower()]
+                     or difflib.get_close_matches(given, sorted(units), n=1))
+            raise ConfigError(
+                f"{t.file}: {t.key('unit')} must be {shown} for Home Assistant's device class "
+                f"{_show(effective_class)}, got {_show(given)}",
+                f"did you mean {_show(close[0])}?" if close and close[0]
+                else "set a matching unit, or another device_class")
+        if effective_state is not None and states is not None and effective_state not in states:
+            raise t.fail("state_class", " or ".join(f'"{c}"' for c in sorted(states))
+                         + f" with device_class {_show(effective_class)}", effective_state)
+    return device_class, state_class, label
+
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _sensor_keys(t: _Table, unit: str | None, classes: tuple[str | None, str | None, str | None],
+                 *, unit_known: bool) -> dict[str, KeyConfig]:
+    """``[sensors.keys.<key>]``: per-value unit, classes and label."""
+    table = t.get("keys", "a table of [sensors.keys.<key>] tables", lambda v: isinstance(v, dict),
+                  default={})
+    keys: dict[str, KeyConfig] = {}
+    for key, data in table.items():
+        if not key or len(key) > 64 or any(ord(c) < 32 or c == "\x7f" for c in key):
+            raise ConfigError(f"{t.file}: {t.key('keys')} has a key {_show(key)}: keys must be "
+                              "1 to 64 printable characters", EXAMPLE_HINT)
+        shown = key if _KEY_RE.match(key) else json.dumps(key, ensure_ascii=False)
+        k = _Table(t.file, t.key(f"keys.{shown}"), data)
+        own_unit = k.get("unit", "a text (may be empty)", lambda v: isinstance(v, str), default=None)
+        effective_unit = own_unit if own_unit is not None else unit
+        device_class, state_class, label = _ha_classes(
+            k, effective_unit, unit_known=unit_known or own_unit is not None,
+            inherited=(classes[0], classes[1]))
+        k.finish()
+        keys[key] = KeyConfig(unit=own_unit, device_class=device_class,
+                              state_class=state_class, label=label)
+    return keys
 
 
 def _sensors(file: Path, data: Any) -> list[SensorConfig]:
@@ -529,6 +638,13 @@ def _mqtt(file: Path, data: Any) -> MqttConfig:
         host=host, port=port, tls=tls, username=username, password_file=password_file,
         ca_file=ca_file, cert_file=cert_file, key_file=key_file, topic_prefix=prefix,
         homeassistant_discovery=t.boolean("homeassistant_discovery", default=False),
+        homeassistant_prefix=t.get(
+            "homeassistant_prefix", "a topic prefix of letters, digits, '_', '-' or '/' "
+            "(no leading or trailing '/')",
+            lambda v: isinstance(v, str) and re.match(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", v)
+            is not None, default="homeassistant"),
+        homeassistant_new_code_button=t.boolean("homeassistant_new_code_button", default=False),
+        homeassistant_sign_out_button=t.boolean("homeassistant_sign_out_button", default=False),
         publish_user_code=t.boolean("publish_user_code", default=False),
         keepalive=t.integer("keepalive", "a whole number of seconds from 5 to 65535", 5, 65535,
                             default=60),

@@ -104,6 +104,11 @@ def outbox_file() -> Path:
     return state_dir() / "outbox.sqlite3"
 
 
+def homeassistant_file() -> Path:
+    """The record of the Home Assistant entities announced (``agent.ha_announced``)."""
+    return state_dir() / "homeassistant.json"
+
+
 def status_file() -> Path:
     """The last known state of the running agent, for ``entra-agent status``."""
     return runtime_dir() / "status.json"

@@ -105,13 +105,16 @@ def outbox_dropped(outbox: Any) -> int:
 def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "TokenSet | None",
            authorization: "DeviceAuthorization | None", outbox: Any, last_upload: float | None,
            last_error: str | None, mqtt_connected: bool | None, sensor_failures: list[str],
-           clock: Clock, storage: str | None = None) -> dict[str, Any]:
+           clock: Clock, storage: str | None = None,
+           sign_out_confirm_until: float | None = None) -> dict[str, Any]:
     """The state as people and other programs see it (MQTT, status.json).
 
-    *since* and *last_upload* are wall-clock epoch seconds. While waiting
-    for the user it holds ``user_code``: whoever sends it on drops it
-    unless that channel may carry it. *storage* is the outbox's problem
-    with its disk ("storage full: ..."), present only while there is one.
+    *since*, *last_upload* and *sign_out_confirm_until* (a Home Assistant
+    "Sign out" pressed once, waiting for its confirmation) are wall-clock
+    epoch seconds. While waiting for the user it holds ``user_code``:
+    whoever sends it on drops it unless that channel may carry it.
+    *storage* is the outbox's problem with its disk ("storage full: ..."),
+    present only while there is one.
     """
     result: dict[str, Any] = {
         "state": state,
@@ -122,6 +125,7 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
         "outbox_depth": outbox_depth(outbox),
         "dropped": outbox_dropped(outbox),
         "last_upload": iso(last_upload),
+        "token_expires_at": iso(tokens.expires_at) if tokens else None,
         "last_error": last_error,
         "version": __version__,
         "mqtt_connected": mqtt_connected,
@@ -134,6 +138,8 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
         result["verification_uri"] = auth.verification_uri
         result["expires_at"] = iso(clock.time() + auth.seconds_left(clock))
         result["user_code"] = auth.user_code   # the publisher drops it unless asked
+    if sign_out_confirm_until is not None:
+        result["sign_out_confirm_until"] = iso(sign_out_confirm_until)
     return result
 
 

@@ -100,6 +100,9 @@ MAX_INFLIGHT_WAIT = 1.0
 HISTORY_MAX = 200
 #: Seconds the "Signed in" screen stays before the status screen.
 SIGNED_IN_SCREEN = 3.0
+#: Seconds between two sign-in codes asked for from Home Assistant (whoever
+#: can publish on the broker must not make the agent flood the provider).
+HA_NEW_CODE_SPACING = 10.0
 
 #: LED mode per state (hardware.button.StatusLed).
 LED_MODES = {
@@ -175,6 +178,9 @@ class Service:
         self._storage_problem: str | None = None      # the outbox's "storage full: ...", told once
         self._sensor_failures: list[str] = []
         self._hold_until: float | None = None
+        self._sign_out_armed_until: float | None = None   # monotonic: HA "Sign out" pressed once
+        self._sign_out_armed_wall: float | None = None
+        self._ha_code_at = float("-inf")
         self._signed_in_screen_until: float | None = None
         self._published_at = clock.monotonic()
         self._status_dirty = False
@@ -796,7 +802,40 @@ class Service:
         self._tick_at = None
         if self.state != SIGNED_IN:
             return
-        log.info("signing out (button held)")
+        self._sign_out("button held")
+
+    def _on_ha_command(self, event: Event) -> None:
+        # A Home Assistant button (agent.status only passes enabled ones).
+        from agent.homeassistant import COMMAND_NEW_CODE, COMMAND_SIGN_OUT, SIGN_OUT_CONFIRM_WINDOW
+
+        now = self.clock.monotonic()
+        if event.value == COMMAND_NEW_CODE:
+            if self.state not in (AWAITING_USER, SIGN_IN_STOPPED):
+                log.info("Home Assistant asked for a new sign-in code while %s: nothing to do",
+                         self.state)
+            elif now - self._ha_code_at < HA_NEW_CODE_SPACING:
+                log.info("Home Assistant asked for another sign-in code within %.0f s: ignored",
+                         HA_NEW_CODE_SPACING)
+            else:
+                self._ha_code_at = now
+                log.info("new sign-in code requested from Home Assistant")
+                self._sign_in_required()
+        elif event.value == COMMAND_SIGN_OUT:
+            if self.state != SIGNED_IN:
+                log.info("Home Assistant asked to sign out while %s: nothing to do", self.state)
+            elif self._sign_out_armed_until is not None and now <= self._sign_out_armed_until:
+                self._sign_out_armed_until = self._sign_out_armed_wall = None
+                self._sign_out("Sign out pressed twice in Home Assistant")
+            else:
+                # Like the physical button's hold: a single press only asks.
+                self._sign_out_armed_until = now + SIGN_OUT_CONFIRM_WINDOW
+                self._sign_out_armed_wall = self.clock.time() + SIGN_OUT_CONFIRM_WINDOW
+                log.info("Sign out pressed in Home Assistant: press it again within %.0f s "
+                         "to sign out", SIGN_OUT_CONFIRM_WINDOW)
+                self._publish()
+
+    def _sign_out(self, why: str) -> None:
+        log.info("signing out (%s)", why)
         try:
             signed_out = self.token_client.sign_out()
         except AgentError as exc:
@@ -1006,7 +1045,15 @@ class Service:
                            outbox=self.outbox, last_upload=self._last_upload,
                            last_error=self._last_error, mqtt_connected=self._mqtt_connected,
                            sensor_failures=self._sensor_failures, clock=self.clock,
-                           storage=self._storage_problem)
+                           storage=self._storage_problem,
+                           sign_out_confirm_until=self._sign_out_confirm_until())
+
+    def _sign_out_confirm_until(self) -> float | None:
+        # The wall-clock end of a Home Assistant "Sign out" confirmation window.
+        armed = self._sign_out_armed_until
+        if armed is None or self.clock.monotonic() > armed or self.state != SIGNED_IN:
+            return None
+        return self._sign_out_armed_wall
 
     def _publish(self) -> None:
         self._published_at = self.clock.monotonic()

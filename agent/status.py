@@ -8,10 +8,13 @@ Topics, under ``<topic_prefix>/<device_id>/``:
 - ``readings``: retained JSON object of the latest value per sensor, for Home
   Assistant's sensor entities.
 
-With ``homeassistant_discovery`` the discovery configs go to
-``homeassistant/sensor/<device_id>/<object>/config`` (retained) on every
-connect and again whenever Home Assistant says ``online`` on
-``homeassistant/status``.
+With ``homeassistant_discovery`` the discovery configs built by
+:mod:`agent.homeassistant` (what to send when: :mod:`agent.ha_discovery`) go to ``<homeassistant_prefix>/<component>/<device>/<object>/config``
+(retained) on every connect and again whenever Home Assistant says
+``online`` on ``<homeassistant_prefix>/status``; configs announced before
+and no longer wanted are removed (empty retained payload; the record is
+:mod:`agent.ha_announced`). With a Home Assistant button enabled, commands
+arrive on ``command`` (not retained; see :data:`agent.homeassistant.COMMANDS`).
 
 Everything here is asynchronous: ``connect_async`` plus paho's network
 thread, so a broker that is down never blocks the caller. Only the last
@@ -37,16 +40,20 @@ import dataclasses
 import json
 import logging
 import random
-import re
 import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from agent import __version__
 from agent.backoff import MQTT_RECONNECT, Backoff, Retry
 from agent.clock import Clock, SystemClock
+from agent.errors import AgentError
+from agent.ha_discovery import Discovery, Message
+from agent.homeassistant import (
+    COMMAND_NEW_CODE, COMMAND_SIGN_OUT, DeviceInfo, SensorInfo, board_device, topics_for,
+)
 
 __all__ = [
     "StatusPublisher", "MqttSettings", "SensorInfo", "ALLOWED_STATE_KEYS",
@@ -62,14 +69,15 @@ FIRST_CONNECT_JITTER = 60.0      # seconds: a fleet that boots together spreads 
 HA_REPUBLISH_SPREAD = 5.0        # seconds over which a Home Assistant restart's republish is spread
 CLOSE_TIMEOUT = 3.0              # seconds to wait for "offline" to leave on close()
 IDLE_WAKEUP = 30.0               # seconds paho's network thread may sleep when idle
-HA_PREFIX = "homeassistant"      # Home Assistant's default discovery prefix
+COMMAND_MAX_BYTES = 32          # a longer command payload is not one of ours
 
 # The keys a state payload may carry. Anything else (a token, a device code)
 # is dropped before publishing, whatever the caller passed.
 ALLOWED_STATE_KEYS = frozenset({
     "state", "since", "profile", "account", "outbox_depth", "dropped",
     "last_upload", "last_error", "version", "verification_uri", "expires_at",
-    "user_code", "device_id", "sensor_failures", "storage",
+    "user_code", "device_id", "sensor_failures", "storage", "token_expires_at",
+    "sign_out_confirm_until",
 })   # (not mqtt_connected: over MQTT it would only ever say a stale "false")
 
 
@@ -85,19 +93,14 @@ class MqttSettings(Protocol):
     key_file: str | None
     topic_prefix: str
     homeassistant_discovery: bool
+    homeassistant_prefix: str
+    homeassistant_new_code_button: bool
+    homeassistant_sign_out_button: bool
     publish_user_code: bool
     keepalive: int
 
     def password(self) -> str | None:
         """The password, read from ``password_file``."""
-
-
-@dataclass(frozen=True)
-class SensorInfo:
-    """One configured sensor, for a Home Assistant entity."""
-
-    name: str                   # the reading's ``sensor`` field
-    unit: str | None = None
 
 
 def _idle_timeout(keepalive: int) -> float:
@@ -149,11 +152,6 @@ def reconnect_policy(spread: float) -> Backoff:
                                minimum=min(MQTT_RECONNECT.minimum, base))
 
 
-def _object_id(name: str) -> str:
-    # Home Assistant accepts [a-zA-Z0-9_-] in the object id of a topic.
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", name) or "sensor"
-
-
 class StatusPublisher:
     """Publishes availability, state and readings; reconnects by itself.
 
@@ -163,6 +161,11 @@ class StatusPublisher:
     *reconnect*: the retry policy between connection attempts
     (:func:`reconnect_policy`); *clock* and *rng* are injected by tests and
     the fleet bench.
+    ``on_command(command: str)`` likewise, for a Home Assistant button
+    press (``new_code`` or ``sign_out``, only those enabled in the config).
+    *announced_path* keeps the record of announced discovery configs
+    (None: kept in memory only); *device* describes the board (default:
+    from ``/proc/device-tree/model``).
     """
 
     def __init__(
@@ -177,11 +180,20 @@ class StatusPublisher:
         reconnect: Backoff = MQTT_RECONNECT,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        on_command: Callable[[str], None] | None = None,
+        announced_path: Path | None = None,
+        device: DeviceInfo | None = None,
     ) -> None:
         self.settings = settings
         self.device_id = device_id
         self.sensors = list(sensors)
         self.version = version
+        self._on_command = on_command
+        self._announced_path = announced_path
+        self.commands = frozenset(
+            c for c, on in ((COMMAND_NEW_CODE, settings.homeassistant_new_code_button),
+                            (COMMAND_SIGN_OUT, settings.homeassistant_sign_out_button))
+            if on and settings.homeassistant_discovery)
         self._on_connection_change = on_connection_change
         self._first_connect_jitter = max(0.0, first_connect_jitter)
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -193,6 +205,9 @@ class StatusPublisher:
         self.availability_topic = f"{self.base_topic}/availability"
         self.state_topic = f"{self.base_topic}/state"
         self.readings_topic = f"{self.base_topic}/readings"
+        self.command_topic = f"{self.base_topic}/command"
+        self.ha_prefix = settings.homeassistant_prefix
+        self._discovery = self._make_discovery(device or board_device(device_id, version))
         self._lock = threading.Lock()
         self._state: dict[str, Any] | None = None
         self._readings: dict[str, Any] | None = None
@@ -202,6 +217,19 @@ class StatusPublisher:
         self._client = self._make_client()
 
     # -- setup -------------------------------------------------------------
+
+    def _make_discovery(self, device: DeviceInfo) -> Discovery:
+        from agent.ha_announced import load_announced
+
+        s = self.settings
+        record = load_announced(self._announced_path) if self._announced_path else None
+        self._had_record = record is not None
+        return Discovery(device, topics_for(s.topic_prefix, self.device_id),
+                         sensors=self.sensors, prefix=s.homeassistant_prefix,
+                         publish_user_code=s.publish_user_code,
+                         new_code_button=COMMAND_NEW_CODE in self.commands,
+                         sign_out_button=COMMAND_SIGN_OUT in self.commands,
+                         announced=record)
 
     def _make_client(self):  # -> paho.mqtt.client.Client
         # Imported here: the agent without [mqtt] never loads paho.
@@ -233,7 +261,8 @@ class StatusPublisher:
         client.max_queued_messages_set(100)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
-        client.message_callback_add(f"{HA_PREFIX}/status", self._handle_ha_status)
+        client.message_callback_add(f"{self.ha_prefix}/status", self._handle_ha_status)
+        client.message_callback_add(self.command_topic, self._handle_command)
         return client
 
     def start(self) -> None:
@@ -275,8 +304,13 @@ class StatusPublisher:
             self._connected = True
             client.publish(self.availability_topic, "online", qos=1, retain=True)
             if self.settings.homeassistant_discovery:
-                client.subscribe(f"{HA_PREFIX}/status", qos=1)
-                self._publish_discovery_locked()
+                client.subscribe(f"{self.ha_prefix}/status", qos=1)
+                if self.commands:
+                    client.subscribe(self.command_topic, qos=1)
+                self._publish_discovery_locked(self._discovery.connect())
+            elif self._had_record and self._discovery.announced:
+                # Discovery switched off: take back what an earlier run announced.
+                self._publish_discovery_locked(self._discovery.remove_all())
             if self._readings is not None:
                 self._publish_locked(self.readings_topic, self._readings)
             if self._state is not None:
@@ -314,9 +348,29 @@ class StatusPublisher:
         with self._lock:
             self._republish_pending = False
             if self._connected:
-                self._publish_discovery_locked()
+                self._publish_discovery_locked(self._discovery.connect())
                 if self._state is not None:
                     self._publish_locked(self.state_topic, self._state)
+
+    def _handle_command(self, client, userdata, message) -> None:
+        if message.retain:
+            # A retained command (left by someone on the broker) would act on
+            # every connect: only a live press counts.
+            log.warning("MQTT: ignoring a retained message on %s", self.command_topic)
+            return
+        raw = bytes(message.payload[:COMMAND_MAX_BYTES + 1])
+        command = raw.decode("ascii", "replace").strip()
+        if command not in self.commands or len(raw) > COMMAND_MAX_BYTES:
+            log.warning("MQTT: ignoring a command on %s that is not enabled or not known "
+                        "(%d bytes)", self.command_topic, len(message.payload))
+            return
+        log.info("MQTT: %s pressed in Home Assistant", command)
+        if self._on_command is None:
+            return
+        try:
+            self._on_command(command)
+        except Exception:  # noqa: BLE001 - a callback bug must not kill paho's thread
+            log.exception("MQTT: command callback failed")
 
     def _notify_change(self, connected: bool) -> None:
         if self._on_connection_change is None:
@@ -361,12 +415,11 @@ class StatusPublisher:
             merged = dict(self._readings or {})
             merged.update(values)
             self._readings = merged
-            known = {s.name for s in self.sensors}
-            new = [SensorInfo(name, (units or {}).get(name)) for name in values if name not in known]
-            self.sensors.extend(new)
+            if self.settings.homeassistant_discovery:
+                messages = self._discovery.readings(values, units, connected=self._connected)
+                if messages:
+                    self._publish_discovery_locked(messages)
             if self._connected:
-                if new and self.settings.homeassistant_discovery:
-                    self._publish_discovery_locked(new)
                 self._publish_locked(self.readings_topic, merged)
 
     def _publish_locked(self, topic: str, payload: Mapping[str, Any]) -> None:
@@ -377,46 +430,16 @@ class StatusPublisher:
         self._client.publish(topic, json.dumps(payload, separators=(",", ":"), sort_keys=True),
                              qos=0, retain=True)
 
-    def _publish_discovery_locked(self, only: Sequence[SensorInfo] | None = None) -> None:
-        device = {
-            "identifiers": [f"entra-agent-{self.device_id}"],
-            "name": self.device_id,
-            "sw_version": self.version,
-            "manufacturer": "entra-device-agent",
-        }
-        common = {
-            "availability_topic": self.availability_topic,
-            "payload_available": "online",
-            "payload_not_available": "offline",
-            "device": device,
-        }
-        configs: dict[str, dict[str, Any]] = {} if only is not None else {
-            "state": {
-                **common,
-                "name": "State",
-                "unique_id": f"{self.device_id}_state",
-                "state_topic": self.state_topic,
-                "value_template": "{{ value_json.state }}",
-                "json_attributes_topic": self.state_topic,
-                "icon": "mdi:account-key",
-            },
-        }
-        for sensor in self.sensors if only is None else only:
-            oid = _object_id(sensor.name)
-            config = {
-                **common,
-                "name": sensor.name,
-                "unique_id": f"{self.device_id}_{oid}",
-                "state_topic": self.readings_topic,
-                "value_template": "{{ value_json['%s'] }}" % sensor.name.replace("'", ""),
-            }
-            if sensor.unit:
-                config["unit_of_measurement"] = sensor.unit
-                config["state_class"] = "measurement"
-            configs[oid] = config
-        for oid, config in configs.items():
-            topic = f"{HA_PREFIX}/sensor/{_object_id(self.device_id)}/{oid}/config"
-            self._client.publish(topic, json.dumps(config, separators=(",", ":")), qos=1, retain=True)
+    def _publish_discovery_locked(self, messages: Sequence[Message]) -> None:
+        # Retained, QoS 1: Home Assistant reads them when it (re)starts.
+        for message in messages:
+            self._client.publish(message.topic, message.payload, qos=1, retain=True)
+        if self._announced_path is not None:
+            from agent.ha_announced import save_announced
+            try:
+                save_announced(self._announced_path, self._discovery.announced)
+            except AgentError as exc:
+                log.warning("%s", exc)
 
     # -- stopping ----------------------------------------------------------
 

@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures_core",
     "tests.fixtures_mqtt",
     "tests.fixtures_hw",
+    "tests.fixtures_ha",
 ]
 
 

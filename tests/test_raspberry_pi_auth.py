@@ -120,7 +120,8 @@ def root(tmp_path: Path) -> Path:
 def test_shell_scripts_are_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed (apt-get install shellcheck): CI must have it"
-    scripts = [SCRIPT, REPO / "deploy" / "install.sh", *sorted(FAKE_BIN.iterdir())]
+    scripts = [SCRIPT, REPO / "deploy" / "install.sh", *sorted(FAKE_BIN.iterdir()),
+               *sorted((REPO / "tools").glob("*.sh"))]
     result = subprocess.run([shellcheck, "-S", "warning", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -29,6 +29,9 @@ class Settings:
     key_file: str | None = None
     topic_prefix: str = "entra-agent"
     homeassistant_discovery: bool = False
+    homeassistant_prefix: str = "homeassistant"
+    homeassistant_new_code_button: bool = False
+    homeassistant_sign_out_button: bool = False
     publish_user_code: bool = False
     keepalive: int = 30
     password_value: str | None = None
@@ -244,7 +247,7 @@ def test_home_assistant_discovery(mosquitto, mqtt_subscriber):
         pub.publish_readings({"ds18b20.28-0316a2795eff": 21.5}, {"ds18b20.28-0316a2795eff": "°C"})
         probe = sub.wait_for("homeassistant/sensor/dev-1/ds18b20_28-0316a2795eff/config").json()
         assert probe["unit_of_measurement"] == "°C"
-        assert probe["value_template"] == "{{ value_json['ds18b20.28-0316a2795eff'] }}"
+        assert probe["value_template"] == '{{ value_json.get("ds18b20.28-0316a2795eff") }}'
         assert sub.wait_for("entra-agent/dev-1/readings",
                             lambda m: "ds18b20.28-0316a2795eff" in m.json()).json()["cpu_temperature"] == 48.5
 

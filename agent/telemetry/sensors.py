@@ -2,7 +2,10 @@
 
 A sensor is anything with a ``name``, a ``unit`` and a ``read()`` that
 returns a number, or a mapping of sub-names to numbers (a command printing
-``{"moisture": 41, "temperature": 18.5}``; several DS18B20s). Built-ins read
+``{"moisture": 41, "temperature": 18.5}``; several DS18B20s). Optional
+attributes: ``key_units`` (unit per sub-name), and for Home Assistant
+``device_class``, ``state_class``, ``icon`` and ``multi`` (False: one
+value; True: several; None: only a reading tells). Built-ins read
 ``/sys`` and ``/proc`` directly (cheap on a Pi Zero: no gpiozero thread);
 their file paths are options so tests point them at a fake tree. Other
 packages add types through the entry-point group ``entra_agent.sensors``
@@ -146,6 +149,9 @@ def _number(text: str, path: Path, name: str) -> float:
 class CpuTemperature:
     """The SoC temperature in degrees Celsius (the kernel gives millidegrees)."""
 
+    device_class = "temperature"
+    multi = False
+
     DEFAULT_PATH = "/sys/class/thermal/thermal_zone0/temp"
 
     def __init__(self, name: str = "cpu_temperature", unit: str | None = "°C",
@@ -161,6 +167,10 @@ class CpuTemperature:
 
 class LoadAverage:
     """The 1, 5 or 15 minute load average (``/proc/loadavg``)."""
+
+    device_class = None
+    icon = "mdi:gauge"
+    multi = False
 
     DEFAULT_PATH = "/proc/loadavg"
 
@@ -185,6 +195,9 @@ class Memory:
     """Memory available to new programs (``MemAvailable`` in ``/proc/meminfo``),
     as a percentage of ``MemTotal`` or in MB (10^6 bytes)."""
 
+    icon = "mdi:memory"
+    multi = False
+
     DEFAULT_PATH = "/proc/meminfo"
 
     def __init__(self, name: str = "memory", unit: str | None = None,
@@ -195,6 +208,7 @@ class Memory:
         self.report = report
         self.unit = unit if unit is not None else ("%" if report == "available_percent" else "MB")
         self.path = Path(path)
+        self.device_class = None if report == "available_percent" else "data_size"
 
     def read(self) -> float:
         values: dict[str, float] = {}
@@ -221,6 +235,9 @@ class Memory:
 class DiskUsage:
     """Space on the file system holding ``path``: used percent or free MB."""
 
+    icon = "mdi:harddisk"
+    multi = False
+
     def __init__(self, name: str = "disk_usage", unit: str | None = None,
                  report: str = "used_percent", path: str | Path = "/") -> None:
         if report not in ("used_percent", "free_mb"):
@@ -229,6 +246,7 @@ class DiskUsage:
         self.report = report
         self.unit = unit if unit is not None else ("%" if report == "used_percent" else "MB")
         self.path = Path(path)
+        self.device_class = None if report == "used_percent" else "data_size"
 
     def read(self) -> float:
         try:
@@ -247,6 +265,9 @@ class DiskUsage:
 
 class Uptime:
     """Seconds since boot (``/proc/uptime``)."""
+
+    device_class = "duration"
+    multi = False
 
     DEFAULT_PATH = "/proc/uptime"
 
@@ -275,12 +296,17 @@ class DS18B20:
     DEFAULT_BASE_DIR = "/sys/bus/w1/devices"
     POWER_ON_VALUE = 85000  # millidegrees the chip reports before its first conversion
 
+    device_class = "temperature"
+
     def __init__(self, name: str = "ds18b20", unit: str | None = "°C",
-                 device: str | None = None, base_dir: str | Path = DEFAULT_BASE_DIR) -> None:
+                 device: str | None = None, base_dir: str | Path = DEFAULT_BASE_DIR,
+                 key_units: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.unit = unit
         self.device = device
         self.base_dir = Path(base_dir)
+        self.key_units = dict(key_units or {})
+        self.multi = device is None          # one reading per thermometer found
 
     def _devices(self) -> list[Path]:
         if self.device is not None:
@@ -344,12 +370,16 @@ class CommandSensor:
     its children never pile up.
     """
 
+    device_class = None
+    multi = None                             # a number or a JSON object: its output tells
+
     def __init__(self, name: str, command: list[str], timeout: float = 5.0,
-                 unit: str | None = None) -> None:
+                 unit: str | None = None, key_units: Mapping[str, str] | None = None) -> None:
         if not command:
             raise ValueError("command must not be empty")
         self.name = name
         self.unit = unit
+        self.key_units = dict(key_units or {})
         self.command = list(command)
         self.timeout = timeout
         self.last_pid: int | None = None  # for tests and diagnostics
@@ -454,10 +484,10 @@ def _builtin(config: SensorConfig) -> Sensor:
         return Uptime(config.name, config.unit or "s", options.get("path", Uptime.DEFAULT_PATH))
     if kind == "ds18b20":
         return DS18B20(config.name, config.unit or "°C", options.get("device"),
-                       options.get("base_dir", DS18B20.DEFAULT_BASE_DIR))
+                       options.get("base_dir", DS18B20.DEFAULT_BASE_DIR), config.key_units())
     if kind == "command":
         return CommandSensor(config.name, options["command"], float(options.get("timeout", 5.0)),
-                             config.unit)
+                             config.unit, config.key_units())
     raise KeyError(kind)
 
 
@@ -525,12 +555,14 @@ def read_all(sensors: list[Sensor], clock: Clock) -> tuple[list[Reading], list[t
             values = value if isinstance(value, dict) else {"": value}
             wall = clock.time()
             stamp = iso_utc(wall)
+            key_units = getattr(sensor, "key_units", None) or {}
             batch = []
             for key, number in values.items():
                 if not _is_value(number) or not math.isfinite(number):
                     raise SensorError(f"{name}: gave {number!r}, not a finite number")
                 batch.append(Reading(id=new_reading_id(wall), sensor=f"{name}.{key}" if key else name,
-                                     value=float(number), unit=sensor.unit, time=stamp))
+                                     value=float(number), unit=key_units.get(key, sensor.unit),
+                                     time=stamp))
         except SensorError as exc:
             reason = str(exc)
         except Exception as exc:  # a plugin's bug must not stop the others
