@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import json
 import logging
 import math
 import re

@@ -65,7 +65,7 @@ def test_todays_keys_keep_working(tmp_path):
      'got "measurment" (did you mean "measurement"?'),
     ('[sensors.keys.humidity]\nunits = "%"\n',
      'sensors[0].keys.humidity.units is not a known key (did you mean sensors[0].keys.humidity.unit?'),
-    ('[sensors.keys."a\\u0007b"]\nunit = "%"\n', 'sensors[0].keys has a key "a\\u0007b"'),
+    ('[sensors.keys."a\\u0007b"]\nunit = "%"\n', 'sensors[0].keys has a key "a\\x07b"'),
     ('[sensors.keys.seen]\ndevice_class = "timestamp"\nstate_class = "measurement"\n',
      'sensors[0].keys.seen.state_class must be left out with device_class "timestamp"'),
     ('label = "x\\ny"\n', "sensors[0].label must be a text of at most 64 characters"),

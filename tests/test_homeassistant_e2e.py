@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from agent import paths
+from agent.backoff import Backoff
 from agent.auth.tokens import TokenClient
 from agent.clock import SystemClock
 from agent.config import load_config
@@ -169,7 +170,7 @@ class Agent:
             on_command=lambda command: holder[0].post("ha_command", command),
             announced_path=paths.homeassistant_file(),
             device=board_device(config.device_id, "test", model),
-            first_connect_jitter=0.0, reconnect_delay=(1, 1))
+            first_connect_jitter=0.0, reconnect=Backoff(base=1.0, cap=1.0, minimum=0.5))
         self.service = Service(config, clock=clock, token_client=client,
                                presenter=ConsolePresenter(io.StringIO()), sensors=sensors,
                                publisher=publisher, notifier=Notifier(None))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from agent.backoff import Backoff
 from agent.homeassistant import DeviceInfo, SensorInfo
 from agent.status import StatusPublisher
 from tests.test_status_mqtt import Settings, wait_until
@@ -18,7 +19,7 @@ def publisher(broker, record, sensors, commands=None, **kw) -> StatusPublisher:
                         **kw)
     pub = StatusPublisher(settings, device_id="dev-1", sensors=sensors, announced_path=record,
                           device=DEVICE, on_command=(commands.append if commands is not None else None),
-                          first_connect_jitter=0.0, reconnect_delay=(1, 1))
+                          first_connect_jitter=0.0, reconnect=Backoff(base=1.0, cap=1.0, minimum=0.5))
     pub.start()
     assert wait_until(lambda: pub.is_connected)
     return pub
@@ -136,7 +137,7 @@ def test_assembly_wires_the_buttons_and_the_record(mosquitto, mqtt_subscriber, a
     (paths.config_dir() / "agent.toml").write_text(
         f'device_id = "dev-1"\n[[sensors]]\ntype = "uptime"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        'homeassistant_discovery = true\nhomeassistant_sign_out_button = true\n')
+        'connect_spread = 0\nhomeassistant_discovery = true\nhomeassistant_sign_out_button = true\n')
     config = load_config(paths.config_dir() / "agent.toml")
     parts = SimpleNamespace(sensors=None, outbox=None, uploader=None, publisher=None,
                             button=None, led=None)
