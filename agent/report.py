@@ -105,12 +105,14 @@ def outbox_dropped(outbox: Any) -> int:
 def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "TokenSet | None",
            authorization: "DeviceAuthorization | None", outbox: Any, last_upload: float | None,
            last_error: str | None, mqtt_connected: bool | None, sensor_failures: list[str],
-           clock: Clock) -> dict[str, Any]:
+           clock: Clock, program_asked: tuple[str, float] | None = None) -> dict[str, Any]:
     """The state as people and other programs see it (MQTT, status.json).
 
     *since* and *last_upload* are wall-clock epoch seconds. While waiting
     for the user it holds ``user_code``: whoever sends it on drops it
-    unless that channel may carry it.
+    unless that channel may carry it. *program_asked* is (resource, wall-clock
+    epoch s) when a program asked the token service for a token while
+    nobody was signed in (``token_request`` then says so).
     """
     result: dict[str, Any] = {
         "state": state,
@@ -126,6 +128,9 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
         "mqtt_connected": mqtt_connected,
         "sensor_failures": list(sensor_failures),
     }
+    if program_asked is not None:
+        result["token_request"] = {"resource": program_asked[0], "at": iso(program_asked[1]),
+                                   "message": "a program on this device needs a token: sign in"}
     auth = authorization
     if state == AWAITING_USER and auth is not None:
         result["verification_uri"] = auth.verification_uri

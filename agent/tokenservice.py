@@ -366,3 +366,17 @@ class _Handler(QuietHandler):
             pass        # the client went away
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
+
+
+def serve(config: Any, client: Any, *, clock: Clock, gate: Callable[[], str | None],
+          on_asked: Callable[[str], None], on_refused: Callable[[str], None]) -> TokenService:
+    """Start the token service of ``[token_service]`` *config* for *client*'s profile.
+
+    Reads (creating it on first use) the secret file of :mod:`agent.tokensecret`.
+    """
+    from agent.tokensecret import ensure_secret, secret_path
+
+    secret = ensure_secret(secret_path())
+    tokens = ResourceTokens(client, clock=clock)
+    return TokenService(tokens, secret, host=config.address, port=config.port, clock=clock,
+                        gate=gate, on_asked=on_asked, on_refused=on_refused).start()
