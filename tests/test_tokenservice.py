@@ -485,3 +485,49 @@ def test_sign_in_required_without_a_saved_sign_in(agent_dirs, provider, clock):
     client = make_client(provider, clock)
     with pytest.raises(SignInRequired):
         ResourceTokens(client).get(STORAGE)
+
+
+def test_a_stopped_sign_in_screen_says_a_program_needs_a_token(agent, provider, sdk_env):
+    from agent import ui
+    from agent.service import AWAITING_USER, SIGN_IN_STOPPED
+    provider.auto_approve_after_polls = None
+    service = agent()
+    start_serving(service, sdk_env)
+    assert service.run_until(lambda s: s.state == AWAITING_USER, 2000)
+    provider.expire()
+    assert service.run_until(lambda s: s.state == SIGN_IN_STOPPED, 2000)
+    assert isinstance(service.presenter.last, ui.ExpiredView)
+    with pytest.raises(azure_identity.CredentialUnavailableError, match="not signed in"):
+        azure_token(STORAGE)
+
+    def says_so(s):
+        last = s.presenter.last
+        return isinstance(last, ui.ErrorView) and "needs a token" in last.message
+    assert service.run_until(says_so, 50)
+    assert service.state == SIGN_IN_STOPPED and service.presenter.last.retry_in is not None
+
+
+def test_the_rate_limit_key_is_the_local_user_of_the_connecting_socket():
+    from agent.tokenservice import peer_uid
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.create_connection(server.getsockname()) as mine:
+            accepted, peer = server.accept()
+            accepted.close()
+            assert peer_uid(peer, server.getsockname()) == os.geteuid()
+        if os.geteuid() != 0:
+            return
+        # Another user's program is told apart (and so has its own bucket).
+        code = ("import socket, sys, time; s = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); "
+                "print('ok', flush=True); time.sleep(5)")
+        other = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  sys.executable, "-c", code, str(server.getsockname()[1])],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            accepted, peer = server.accept()
+            assert peer_uid(peer, server.getsockname()) == 65534
+            accepted.close()
+        finally:
+            other.kill()
+            other.wait(10)
