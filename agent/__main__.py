@@ -156,6 +156,11 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  device {config.device_id}, profile {profile.name}, {len(config.sensors)} sensors, "
           f"every {config.telemetry.interval:g} s")
     print(f"  endpoint {endpoint}; MQTT {mqtt}; display {config.display.driver}")
+    if config.token_service.enabled:
+        from agent.tokensecret import read_secret, secret_path
+        read_secret(secret_path())          # exists and is private (it is never printed)
+        print(f"  token service on http://{config.token_service.address}:"
+              f"{config.token_service.port}/msi/token")
     return 0
 
 
