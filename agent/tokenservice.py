@@ -268,8 +268,11 @@ class TokenService:
             token = self.tokens.get(resource)
         except SignInRequired as exc:
             self._notify(self.on_refused, resource)
-            return _error(403, f"{exc.message} (a person must sign in again on the device: a new "
-                               "code is shown on its screen)", error="interaction_required")
+            # The agent checks its own sign-in next (on_refused): when that is
+            # refused too, it asks for a new code on its screen.
+            return _error(403, f"{exc.message} (the device now checks its own sign-in; if the "
+                               "provider refuses that too, a person must sign in again on the "
+                               "device, where a new code is shown)", error="interaction_required")
         except ProviderUnavailable as exc:
             return _error(503, str(exc), error="temporarily_unavailable",
                           headers={"Retry-After": str(RETRY_AFTER)})

@@ -531,3 +531,22 @@ def test_the_rate_limit_key_is_the_local_user_of_the_connecting_socket():
         finally:
             other.kill()
             other.wait(10)
+
+
+def test_a_resource_refused_for_consent_does_not_sign_the_device_out(agent, provider, sdk_env):
+    from agent.sandbox.idp import Fault
+    from agent.service import SIGNED_IN
+    service = agent()
+    start_serving(service, sdk_env)
+    assert service.run_until(lambda s: s.state == SIGNED_IN, 5000)
+    provider.queue_token_faults(Fault.error(
+        "invalid_grant", "The user or administrator has not consented to use the application.",
+        aadsts=65001))
+    with pytest.raises(azure_identity.CredentialUnavailableError, match="AADSTS65001"):
+        azure_token(VAULT)
+    checks = refreshes(provider)
+    # The device checks its own sign-in, which is fine: it stays signed in and serves on.
+    assert service.run_until(lambda s: refreshes(provider) > checks, 200)
+    assert service.run_until(lambda s: not s._is_busy("network"), 200)
+    assert service.state == SIGNED_IN
+    assert provider.audience(azure_token(STORAGE).token) == STORAGE
