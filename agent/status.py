@@ -57,6 +57,7 @@ ALLOWED_STATE_KEYS = frozenset({
     "state", "since", "profile", "account", "outbox_depth", "dropped",
     "last_upload", "last_error", "version", "verification_uri", "expires_at",
     "user_code", "device_id", "sensor_failures",
+    "token_request",        # a program asked the token service while not signed in
 })   # (not mqtt_connected: over MQTT it would only ever say a stale "false")
 
 

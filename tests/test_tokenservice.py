@@ -338,18 +338,20 @@ def agent(agent_dirs, provider, clock, sdk_env):
 
     made = []
 
-    def make(port: int = 0) -> Service:
+    def make(port: int = 0, mqtt_port: int | None = None) -> Service:
         client = make_client(provider, clock)
+        mqtt = f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n' if mqtt_port else ""
         (paths.config_dir() / "agent.toml").write_text(
             'device_id = "dev-1"\n[telemetry]\ninterval = 60\njitter = false\n'
-            f'[[sensors]]\ntype = "uptime"\n[token_service]\nenabled = true\nport = {port or 4242}\n')
+            f'[[sensors]]\ntype = "uptime"\n[token_service]\nenabled = true\nport = {port or 4242}\n'
+            + mqtt)
         config = load_config(paths.config_file())
         if not port:
             import dataclasses
             config = dataclasses.replace(config, token_service=dataclasses.replace(
                 config.token_service, port=0))
         service = Service(config, clock=clock, token_client=client, presenter=RecordingPresenter(),
-                          notifier=Notifier(None), publisher=False)
+                          notifier=Notifier(None), publisher=None if mqtt_port else False)
         made.append(service)
         return service
 
@@ -550,3 +552,19 @@ def test_a_resource_refused_for_consent_does_not_sign_the_device_out(agent, prov
     assert service.run_until(lambda s: not s._is_busy("network"), 200)
     assert service.state == SIGNED_IN
     assert provider.audience(azure_token(STORAGE).token) == STORAGE
+
+
+def test_mqtt_says_a_program_asked_while_not_signed_in(agent, provider, sdk_env, mosquitto,
+                                                        mqtt_subscriber):
+    from agent.service import AWAITING_USER
+    provider.auto_approve_after_polls = None
+    subscriber = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/state"])
+    service = agent(mqtt_port=mosquitto.port)
+    start_serving(service, sdk_env)
+    assert service.run_until(lambda s: s.state == AWAITING_USER, 2000)
+    result = msal_token(STORAGE)
+    assert "not signed in" in result["error_description"]
+    assert service.run_until(lambda s: "token_request" in s._status(), 50)
+    message = subscriber.wait_for("entra-agent/dev-1/state", lambda m: "token_request" in m.json())
+    assert message.json()["token_request"]["resource"] == STORAGE
+    assert message.json()["state"] == AWAITING_USER
