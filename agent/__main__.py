@@ -7,6 +7,7 @@
     entra-agent status [--output text|json]  # the running agent's last state
     entra-agent demo [--approve-after N]     # the whole loop against local servers
     entra-agent screens --out DIR            # every screen at every size, as PNG
+    entra-agent token-env [--format systemd] # IDENTITY_ENDPOINT/IDENTITY_HEADER for programs
 
 Expected failures print ``entra-agent: error: <cause> (<what to do>)`` and
 exit non-zero (codes in README, "Exit codes"); ``DEBUG=1`` shows the traceback.
@@ -96,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds between sensor readings (default 2)")
     demo.set_defaults(handler=_demo)
 
+    env = sub.add_parser("token-env", help="print IDENTITY_ENDPOINT and IDENTITY_HEADER for programs "
+                                           "that use the token service",
+                         description="Print the two variables that point Azure SDKs at the agent's "
+                                     "token service ([token_service] in agent.toml). Creates the "
+                                     "secret on first use (as root). Use: eval \"$(entra-agent "
+                                     "token-env)\", or --format systemd > FILE for another unit's "
+                                     "EnvironmentFile=.")
+    env.add_argument("--config", type=Path, help=f"config file (default: {paths.config_file()})")
+    env.add_argument("--format", choices=("shell", "systemd"), default="shell",
+                     help="shell: export lines; systemd: NAME=value lines (default: %(default)s)")
+    env.set_defaults(handler=_token_env)
+
     screens = sub.add_parser("screens", help="draw every screen at every size as PNG files")
     screens.add_argument("--out", type=Path, required=True, metavar="DIR")
     screens.set_defaults(handler=_screens)
@@ -150,6 +163,11 @@ def _check_config(args: argparse.Namespace) -> int:
 
     # The pin library the button and LED get (lgpio from Debian or a wheel, ...).
     print(f"  gpio {pin_backend().describe()}")
+    if config.token_service.enabled:
+        from agent.tokensecret import read_secret, secret_path
+        read_secret(secret_path())          # exists and is private (it is never printed)
+        print(f"  token service on http://{config.token_service.address}:"
+              f"{config.token_service.port}/msi/token")
     return 0
 
 
@@ -189,6 +207,23 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: the agent is not running (last state: {status.get('state', '?')}, "
               f"from {path}) (start it: systemctl start entra-agent)", file=sys.stderr)
         return EXIT_FAILURE
+    return 0
+
+
+def _token_env(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.tokensecret import ensure_secret, env_lines, secret_path
+    from agent.tokenservice import ENDPOINT_PATH
+
+    path = _config_path(args)
+    config = load_config(path)
+    service = config.token_service
+    if not service.enabled:
+        print(f"{PROG}: warning: the token service is off in {path} (set enabled = true under "
+              "[token_service], then: sudo systemctl restart entra-agent)", file=sys.stderr)
+    secret = ensure_secret(secret_path())
+    sys.stdout.write(env_lines(f"http://{service.address}:{service.port}{ENDPOINT_PATH}", secret,
+                               args.format))
     return 0
 
 

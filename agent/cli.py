@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=("text", "json"), default="text",
                    help="text: the bare access token; json: access_token, token_type, expires_at, "
                         "expires_in, scope, profile, account")
+    p.add_argument("--resource", metavar="URI",
+                   help="a token for another resource (e.g. https://storage.azure.com) from the "
+                        "signed-in profile, shared with the running agent's token service "
+                        "([token_service] in agent.toml)")
     p.add_argument("--display", action="store_true",
                    help="also show the code and a QR code on the screen set in the agent's config "
                         "([display] in agent.toml), for a person standing at the board")
@@ -259,6 +263,11 @@ def _show(screen: Presenter | None, view: View) -> None:
 
 def _get_token(args: argparse.Namespace) -> int:
     from agent.profiles import validate_scopes
+    if args.resource:
+        if args.scope:
+            raise UsageError("--resource and --scope do not go together", "give one of them")
+        from agent.localtokens import get_token_command
+        return get_token_command(args.resource, args.profile, args.output)
     profile = _profiles().get(args.profile)
     scopes = list(validate_scopes(args.scope))
     if args.scope and not scopes:

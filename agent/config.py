@@ -45,6 +45,7 @@ __all__ = [
     "DisplayConfig",
     "ButtonConfig",
     "LedConfig",
+    "TokenServiceConfig",
     "BUILTIN_SENSOR_OPTIONS",
     "DURABILITY_MODES",
     "EXAMPLE_HINT",
@@ -251,6 +252,16 @@ class LedConfig:
 
 
 @dataclass(frozen=True)
+class TokenServiceConfig:
+    """``[token_service]``: the local managed-identity endpoint for other programs
+    (:mod:`agent.tokenservice`). Off unless ``enabled = true``."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"          # loopback IPv4 only: 127.0.0.0/8
+    port: int = 42424
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The whole ``agent.toml``."""
 
@@ -263,6 +274,7 @@ class AgentConfig:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     button: ButtonConfig | None = None
     led: LedConfig | None = None
+    token_service: TokenServiceConfig = field(default_factory=TokenServiceConfig)
 
 
 # --------------------------------------------------------------------------
@@ -748,6 +760,33 @@ def _led(file: Path, data: Any) -> LedConfig:
     return config
 
 
+def _token_service(file: Path, data: Any) -> TokenServiceConfig:
+    t = _Table(file, "token_service", data)
+    expected = "a loopback IPv4 address such as 127.0.0.1"
+    address = t.text("address", expected, default="127.0.0.1")
+    if not _is_loopback_address(address):
+        # The endpoint hands out the signed-in person's tokens: never on a network.
+        raise t.fail("address", f"{expected} (tokens are served to programs on this board only)",
+                     address)
+    config = TokenServiceConfig(
+        enabled=t.boolean("enabled", default=False),
+        address=address,
+        port=t.integer("port", "a port number from 1024 to 65535", 1024, 65535, default=42424),
+    )
+    t.finish()
+    return config
+
+
+def _is_loopback_address(address: str) -> bool:
+    """An IPv4 literal on loopback (not a name: what a name resolves to can change)."""
+    import ipaddress
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    return is_loopback(address)
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     from agent.safefile import FileTooLarge, NotRegularFile, read_regular
     try:
@@ -808,9 +847,11 @@ def load_config(path: Path) -> AgentConfig:
     display = _display(path, top.raw("display", {}))
     button = _button(path, top.raw("button")) if top.has("button") else None
     led = _led(path, top.raw("led")) if top.has("led") else None
+    token_service = _token_service(path, top.raw("token_service", {}))
     top.finish()
     config = AgentConfig(path=path, profile=profile, device_id=device_id, telemetry=telemetry,
-                         sensors=sensors, mqtt=mqtt, display=display, button=button, led=led)
+                         sensors=sensors, mqtt=mqtt, display=display, button=button, led=led,
+                         token_service=token_service)
     if button is not None and led is not None and button.pin == led.pin:
         raise ConfigError(f"{path}: led.pin must differ from button.pin, got {_show(led.pin)}")
     log.debug("loaded %s: profile %s, device %s, %d sensors", path, profile, device_id,

@@ -106,7 +106,8 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
            authorization: "DeviceAuthorization | None", outbox: Any, last_upload: float | None,
            last_error: str | None, mqtt_connected: bool | None, sensor_failures: list[str],
            clock: Clock, storage: str | None = None,
-           sign_out_confirm_until: float | None = None) -> dict[str, Any]:
+           sign_out_confirm_until: float | None = None,
+           program_asked: tuple[str, float] | None = None) -> dict[str, Any]:
     """The state as people and other programs see it (MQTT, status.json).
 
     *since*, *last_upload* and *sign_out_confirm_until* (a Home Assistant
@@ -114,7 +115,9 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
     epoch seconds. While waiting for the user it holds ``user_code``:
     whoever sends it on drops it unless that channel may carry it.
     *storage* is the outbox's problem with its disk ("storage full: ..."),
-    present only while there is one.
+    present only while there is one. *program_asked* is (resource,
+    wall-clock epoch s) when a program asked the token service for a token
+    while nobody was signed in (``token_request`` then says so).
     """
     result: dict[str, Any] = {
         "state": state,
@@ -133,6 +136,9 @@ def status_dict(*, state: str, since: float, config: "AgentConfig", tokens: "Tok
     }
     if storage:
         result["storage"] = storage     # "storage full: <folder> (...)" while the disk refuses writes
+    if program_asked is not None:
+        result["token_request"] = {"resource": program_asked[0], "at": iso(program_asked[1]),
+                                   "message": "a program on this device needs a token: sign in"}
     auth = authorization
     if state == AWAITING_USER and auth is not None:
         result["verification_uri"] = auth.verification_uri

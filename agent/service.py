@@ -214,6 +214,8 @@ class Service:
         self.led: Any = None
         self._sensor_worker: Worker | None = None
         self._net_worker: Worker | None = None
+        self.token_service: Any = None                   # agent.tokenservice, when enabled
+        self._program_asked: tuple[str, float] | None = None   # (resource, wall s) while signed out
 
     # -- assembly ------------------------------------------------------------
 
@@ -316,6 +318,7 @@ class Service:
             return
         self._set_up = True
         self._build_parts()
+        self._start_token_service()
         self._sensor_worker = Worker("sensors", self._post)
         self._net_worker = Worker("network", self._post)
         now = self.clock.monotonic()
@@ -701,6 +704,44 @@ class Service:
         self._tokens = event.value
         self._schedule_refresh()
 
+    # -- the token service (agent.tokenservice) ----------------------------------------
+
+    def _start_token_service(self) -> None:
+        if not self.config.token_service.enabled or self.token_service is not None:
+            return
+        from agent.tokenservice import serve
+        self.token_service = serve(self.config.token_service, self.token_client, clock=self.clock,
+                                   gate=self._token_gate,
+                                   on_asked=lambda resource: self.post("token_asked", resource),
+                                   on_refused=lambda resource: self.post("token_refused", resource))
+
+    def _token_gate(self) -> str | None:
+        """None while tokens may be served (called on the token service's threads)."""
+        state = self.state
+        if state in (SIGNED_IN, STARTING):
+            return None
+        if state == STOPPING:
+            return "entra-agent is stopping; try again when it is back"
+        where = "the code is on its screen" if state == AWAITING_USER else "a code is shown on its screen"
+        return (f"entra-agent on this device is not signed in ({state.replace('_', ' ')}): a person "
+                f"must sign in on the device ({where}; or run: sudo entra-agent status)")
+
+    def _on_token_asked(self, event: Event) -> None:
+        # A program asked while nobody is signed in: say so on MQTT and the screen.
+        self._program_asked = (str(event.value), self.clock.time())
+        log.info("a program asked for a token for %s while not signed in", event.value)
+        if self.state == SIGN_IN_STOPPED and self._stopped_view is not None:
+            self._stopped_view = ui.ErrorView("A program on this device needs a token: sign in")
+            self._tick_at = self.clock.monotonic()
+        self._publish()
+        self._status_dirty = True
+
+    def _on_token_refused(self, event: Event) -> None:
+        # The provider refused the sign-in for a program's resource: check the
+        # device's own sign-in now (a refresh); a revoked one asks for a new code.
+        if self.state == SIGNED_IN:
+            self._refresh_at = self.clock.monotonic()
+
     def _on_code(self, event: Event) -> None:
         if self.state != SIGN_IN_REQUIRED:
             return
@@ -877,6 +918,7 @@ class Service:
 
     def _signed_in(self, tokens: "TokenSet", *, announce: bool) -> None:
         self._tokens = tokens
+        self._program_asked = None
         self._upload_wanted = True
         self._next_upload = max(self.clock.monotonic(), self._start_not_before)
         self._schedule_refresh()
@@ -903,6 +945,8 @@ class Service:
         log.debug("token refresh in %.0f s", due)
 
     def _sign_in_required(self) -> None:
+        if self.token_service is not None:
+            self.token_service.tokens.forget()      # the next person's tokens are not these
         self._cancel_attempt()
         self._tokens = None
         self._refresh_at = None
@@ -980,6 +1024,8 @@ class Service:
         self._finished = True
         if self.state != STOPPING:
             self._begin_stop()
+        if self.token_service is not None:
+            self.token_service.stop()
         for worker in (self._sensor_worker, self._net_worker):
             if worker is not None and not worker.stop(STOP_GRACE):
                 log.warning("%s thread still busy at shutdown; leaving it", worker.name)
@@ -1046,7 +1092,8 @@ class Service:
                            last_error=self._last_error, mqtt_connected=self._mqtt_connected,
                            sensor_failures=self._sensor_failures, clock=self.clock,
                            storage=self._storage_problem,
-                           sign_out_confirm_until=self._sign_out_confirm_until())
+                           sign_out_confirm_until=self._sign_out_confirm_until(),
+                           program_asked=self._program_asked)
 
     def _sign_out_confirm_until(self) -> float | None:
         # The wall-clock end of a Home Assistant "Sign out" confirmation window.

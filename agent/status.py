@@ -78,6 +78,7 @@ ALLOWED_STATE_KEYS = frozenset({
     "last_upload", "last_error", "version", "verification_uri", "expires_at",
     "user_code", "device_id", "sensor_failures", "storage", "token_expires_at",
     "sign_out_confirm_until",
+    "token_request",        # a program asked the token service while not signed in
 })   # (not mqtt_connected: over MQTT it would only ever say a stale "false")
 
 

@@ -21,11 +21,16 @@
 #   5. /var/lib/entra-agent (0700) for tokens and the outbox;
 #   6. the unit in /etc/systemd/system, `systemctl daemon-reload`, `enable`
 #      (not start: raspberry-pi-auth.sh starts it after the sign-in);
-#   7. /usr/local/bin/entra-auth-cli and /usr/local/bin/entra-agent.
+#   7. /usr/local/bin/entra-auth-cli and /usr/local/bin/entra-agent;
+#   8. the group entra-agent-tokens and /etc/entra-agent/token-service.secret
+#      (0640 root:entra-agent-tokens): who may read it may get the signed-in
+#      identity's tokens from the token service ([token_service] in agent.toml).
+#      --token-users USER... adds those users to the group.
 #
-# --uninstall removes the program, the unit and the commands, and keeps what
-# is yours: /etc/entra-agent (unless agent.toml is still the untouched
-# example) and /var/lib/entra-agent (tokens, readings not yet uploaded).
+# --uninstall removes the program, the unit, the commands and the token
+# service's secret, and keeps what is yours: /etc/entra-agent (unless
+# agent.toml is still the untouched example), /var/lib/entra-agent (tokens,
+# readings not yet uploaded) and the group entra-agent-tokens.
 # --purge removes those as well, after saying what goes and asking the
 # identity provider to revoke each saved refresh token (entra-auth-cli logout;
 # RFC 7009 where the provider has a revocation endpoint).
@@ -34,6 +39,8 @@
 # under DIR, apt is skipped (it would change this machine, not DIR) and the
 # unit is enabled with `systemctl --root=DIR` (no running systemd needed).
 # The venv's scripts then point into DIR, so DIR is not a bootable image.
+# Users and groups are those of DIR/etc/passwd and DIR/etc/group (groupadd and
+# usermod --prefix DIR); without a DIR/etc/group the group step is skipped.
 set -euo pipefail
 
 readonly PROG="install.sh"
@@ -41,6 +48,7 @@ readonly APP="entra-agent"
 readonly DIST="entra-device-agent"
 readonly UNIT="entra-agent.service"
 readonly COMMANDS=(entra-auth-cli entra-agent)
+readonly TOKEN_GROUP="entra-agent-tokens"
 
 ROOT="${ENTRA_AGENT_PREFIX:-}"
 SOURCE=""
@@ -51,6 +59,7 @@ PURGE=0
 ASSUME_YES=0
 UPGRADE=0
 PYTHON="${ENTRA_AGENT_PYTHON:-python3}"
+TOKEN_USERS=()
 
 die() {
     # One line: the cause and, in brackets, what to do.
@@ -66,6 +75,7 @@ usage() {
     cat <<'EOF'
 usage: install.sh [--source PATH|URL|SPEC] [--extras display,gpio|none]
                   [--root DIR] [--no-apt] [--upgrade] [--python PYTHON]
+                  [--token-users USER...]
        install.sh --uninstall [--purge] [--yes] [--root DIR]
 
   --source     what pip installs: a checkout folder, a wheel file, a git URL
@@ -77,6 +87,10 @@ usage: install.sh [--source PATH|URL|SPEC] [--extras display,gpio|none]
   --no-apt     do not install Debian packages
   --upgrade    reinstall the package even if the same source was installed
   --python     the Python that creates the venv (default: python3)
+  --token-users USER...
+               let these users get the signed-in identity's tokens from the
+               token service (adds them to the group entra-agent-tokens, which
+               may read its secret; they log in again for it to take effect)
   --uninstall  remove the program, unit and commands; keep config and tokens
   --purge      with --uninstall: also remove /etc/entra-agent and
                /var/lib/entra-agent (tokens and readings not yet uploaded),
@@ -104,6 +118,11 @@ while [[ $# -gt 0 ]]; do
         --uninstall) ACTION="uninstall"; shift ;;
         --purge) PURGE=1; shift ;;
         --yes|-y) ASSUME_YES=1; shift ;;
+        --token-users)
+            shift
+            while [[ $# -gt 0 && "$1" != -* ]]; do TOKEN_USERS+=("$1"); shift; done
+            [[ ${#TOKEN_USERS[@]} -gt 0 ]] || die "--token-users needs one or more user names (see --help)"
+            ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -132,6 +151,7 @@ readonly BIN_DIR="/usr/local/bin"
 # the example config as installed (to tell an untouched agent.toml on uninstall).
 readonly STAMP="$OPT_DIR/installed-from"
 readonly DEFAULT_CONFIG="$OPT_DIR/agent.toml.default"
+readonly TOKEN_SECRET="$CONFIG_DIR/token-service.secret"
 
 r() {
     # A target path as seen from here.
@@ -470,8 +490,91 @@ install_commands() {
     done
 }
 
+# -- the token service's group and secret -----------------------------------
+
+account_args=()     # groupadd/usermod work on DIR/etc/{passwd,group} with --root
+
+target_user_exists() {
+    if [[ -n "$ROOT" ]]; then
+        [[ -f "$(r /etc/passwd)" ]] && awk -F: -v u="$1" '$1 == u { found = 1 } END { exit !found }' "$(r /etc/passwd)"
+    else
+        id -u -- "$1" >/dev/null 2>&1
+    fi
+}
+
+token_group_gid() {
+    # The group's number on the target (numbers work in chgrp under --root too).
+    local db
+    db="$(r /etc/group)"
+    [[ -f "$db" ]] || return 1
+    awk -F: -v g="$TOKEN_GROUP" '$1 == g { print $3; found = 1 } END { exit !found }' "$db"
+}
+
+in_token_group() {
+    awk -F: -v g="$TOKEN_GROUP" -v u="$1" \
+        '$1 == g { n = split($4, m, ","); for (i = 1; i <= n; i++) if (m[i] == u) found = 1 } END { exit !found }' \
+        "$(r /etc/group)"
+}
+
+check_token_users() {
+    # Before anything changes: every user named must exist.
+    local user
+    for user in "${TOKEN_USERS[@]}"; do
+        [[ "$user" =~ ^[a-z_][a-z0-9_.-]*[$]?$ ]] || die "'$user' is not a user name (see --help)"
+        target_user_exists "$user" || die "no user '$user' on this system (create it first: sudo adduser $user)"
+    done
+}
+
+install_token_access() {
+    [[ -n "$ROOT" ]] && account_args=(--prefix "$ROOT")
+    if [[ ! -f "$(r /etc/group)" ]]; then
+        say "no /etc/group in $ROOT: skipping the group $TOKEN_GROUP (only root may get tokens)"
+    elif ! token_group_gid >/dev/null; then
+        command -v groupadd >/dev/null 2>&1 || die "no groupadd here (install it: sudo apt-get install passwd)"
+        groupadd "${account_args[@]}" --system "$TOKEN_GROUP" \
+            || die "groupadd could not create the group $TOKEN_GROUP (see its message above)"
+        say "created the group $TOKEN_GROUP: its members may get tokens from the token service"
+    fi
+    local user
+    for user in "${TOKEN_USERS[@]}"; do
+        in_token_group "$user" && continue
+        usermod "${account_args[@]}" -aG "$TOKEN_GROUP" "$user" \
+            || die "usermod could not add $user to $TOKEN_GROUP (see its message above)"
+        say "added $user to $TOKEN_GROUP (it takes effect when $user logs in again)"
+    done
+    install_token_secret
+}
+
+install_token_secret() {
+    # 32 random bytes as hex, made once; kept across upgrades so that other
+    # services' EnvironmentFile= copies stay valid.
+    local secret gid="" tmp
+    secret="$(r "$TOKEN_SECRET")"
+    gid="$(token_group_gid)" || gid=""
+    if [[ -e "$secret" || -L "$secret" ]]; then
+        [[ -f "$secret" && ! -L "$secret" ]] || die "$TOKEN_SECRET is not a regular file (remove it and run again)"
+        if [[ -n "$gid" && "$(stat -c '%u:%g %a' -- "$secret")" != "0:$gid 640" ]]; then
+            chown "0:$gid" -- "$secret" && chmod 0640 -- "$secret"
+            say "$TOKEN_SECRET is now readable by the group $TOKEN_GROUP"
+        fi
+        return 0
+    fi
+    tmp="$secret.new.$$"
+    (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$tmp" && printf '\n' >> "$tmp") \
+        || die "could not write $TOKEN_SECRET"
+    if [[ -n "$gid" ]]; then
+        chown "0:$gid" -- "$tmp"
+        chmod 0640 -- "$tmp"
+    else
+        chmod 0600 -- "$tmp"
+    fi
+    mv -f -- "$tmp" "$secret"
+    say "created $TOKEN_SECRET (for the token service; see [token_service] in agent.toml)"
+}
+
 do_install() {
     require_root
+    check_token_users
     [[ -n "$SOURCE" ]] || SOURCE="$(default_source)"
     [[ -n "$SOURCE" ]] || die "no --source given and $PROG is not in a checkout (pass --source: a wheel, a git+https:// URL or $DIST==VERSION)"
     normalized_extras >/dev/null
@@ -482,6 +585,7 @@ do_install() {
     install_state_dir
     install_unit
     install_commands
+    install_token_access
     if [[ -n "${RASPBERRY_PI_AUTH:-}" ]]; then
         say "done"              # raspberry-pi-auth.sh carries on with the sign-in
         return 0
@@ -578,6 +682,11 @@ do_uninstall() {
         revoke_sign_ins     # needs the program: before it goes
     fi
     remove_path "$(r "$OPT_DIR")"
+    # The secret is ours (made here); the group's members are yours.
+    remove_path "$(r "$TOKEN_SECRET")"
+    if token_group_gid >/dev/null 2>&1; then
+        say "kept the group $TOKEN_GROUP (remove it with: sudo groupdel $TOKEN_GROUP)"
+    fi
 
     if [[ $PURGE -eq 1 ]]; then
         remove_path "$(r "$CONFIG_DIR")"

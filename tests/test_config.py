@@ -13,7 +13,7 @@ import pytest
 
 from agent.config import (
     AgentConfig, ButtonConfig, DisplayConfig, LedConfig, MqttConfig, SensorConfig,
-    TelemetryConfig, check_endpoint, load_config,
+    TelemetryConfig, TokenServiceConfig, check_endpoint, load_config,
 )
 from agent.errors import ConfigError
 
@@ -58,14 +58,15 @@ def test_example_loads_and_documents_every_key(tmp_path):
 
     text = EXAMPLE.read_text()
     keys = set(re.findall(r"^#?\s*([a-z_0-9]+)\s*=", text, flags=re.M))
-    for cls in (AgentConfig, TelemetryConfig, MqttConfig, DisplayConfig, ButtonConfig, LedConfig):
+    for cls in (AgentConfig, TelemetryConfig, MqttConfig, DisplayConfig, ButtonConfig, LedConfig,
+                TokenServiceConfig):
         for f in dataclasses.fields(cls):
             if f.name in ("path", "telemetry", "sensors", "mqtt", "display", "button", "led",
-                          "extra"):
+                          "extra", "token_service"):
                 continue
             assert f.name in keys, f"{cls.__name__}.{f.name} is not documented in the example"
     for table in ("[telemetry]", "[[sensors]]", "[mqtt]", "[display]", "[display.extra]",
-                  "[button]", "[led]"):
+                  "[button]", "[led]", "[token_service]"):
         assert table in text
     # every sensor option of the built-ins is shown
     from agent.config import BUILTIN_SENSOR_OPTIONS

@@ -305,3 +305,40 @@ def test_the_install_check_tools_are_shellcheck_clean() -> None:
     assert len(scripts) >= 3
     result = subprocess.run([shellcheck, "-S", "warning", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_token_users_join_the_group_that_may_read_the_token_service_secret(
+        checkout: Path, root: Path) -> None:
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
+                                     "alice:x:1001:1001::/home/alice:/bin/sh\n"
+                                     "bob:x:1002:1002::/home/bob:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\nalice:x:1001:\nbob:x:1002:\n")
+    before = tree(root)
+    unknown = run_install("--root", str(root), "--source", str(checkout), "--token-users", "carol",
+                          check=False)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == ("install.sh: error: no user 'carol' on this system "
+                                      "(create it first: sudo adduser carol)")
+    assert tree(root) == before, "a refused run changed the root"
+
+    first = run_install("--root", str(root), "--source", str(checkout), "--extras", "none",
+                        "--token-users", "alice", "bob")
+    assert "created the group entra-agent-tokens" in first.stderr
+    groups = {line.split(":")[0]: line.split(":") for line in (root / "etc/group").read_text().splitlines()}
+    group = groups["entra-agent-tokens"]
+    assert group[3] == "alice,bob"
+    secret = root / "etc/entra-agent/token-service.secret"
+    st = secret.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, int(group[2]))
+    assert len(secret.read_text().strip()) == 64 and int(secret.read_text(), 16)
+    content = secret.read_bytes()
+
+    # Again: nothing changes (same secret, no second membership).
+    again = run_install("--root", str(root), "--source", str(checkout), "--extras", "none",
+                        "--token-users", "alice")
+    assert "added" not in again.stderr and secret.read_bytes() == content
+    assert (root / "etc/group").read_text().count("alice,bob") == 1
+
+    gone = run_install("--root", str(root), "--uninstall")
+    assert not secret.exists()
+    assert "kept the group entra-agent-tokens" in gone.stderr

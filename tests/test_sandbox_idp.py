@@ -634,3 +634,33 @@ def test_me_is_a_protected_resource(idp):
         "device_code": code["device_code"]}).json()["access_token"]
     me = _requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
     assert me.status_code == 200 and me.json()["userPrincipalName"] == "ada@contoso.example"
+
+
+def test_each_access_token_is_for_one_resource_as_entra_issues_them(idp):
+    tokens = sign_in(idp)
+    assert idp.audience(tokens["access_token"]) == "https://graph.microsoft.com"   # bare User.Read
+    storage = refresh(idp, tokens["refresh_token"], "https://storage.azure.com/.default offline_access")
+    assert storage.status_code == 200, storage.text
+    assert idp.audience(storage.json()["access_token"]) == "https://storage.azure.com"
+    arm = refresh(idp, storage.json()["refresh_token"], "https://management.azure.com//.default")
+    assert idp.audience(arm.json()["access_token"]) == "https://management.azure.com/"
+    assert idp.token_requests[-1]["scope"] == "https://management.azure.com//.default"
+    assert idp.audience("not-issued") is None
+
+
+def test_a_request_for_two_resources_is_refused_with_aadsts28000(idp):
+    tokens = sign_in(idp)
+    both = refresh(idp, tokens["refresh_token"],
+                   "https://storage.azure.com/.default https://vault.azure.net/.default offline_access")
+    assert both.status_code == 400
+    assert both.json()["error"] == "invalid_scope" and both.json()["error_codes"] == [28000]
+    # Nothing was spent: the refresh token still works.
+    assert refresh(idp, tokens["refresh_token"]).status_code == 200
+
+
+def test_scope_resources():
+    from agent.sandbox.idp import scope_resources
+    assert scope_resources("openid profile offline_access") == set()
+    assert scope_resources("User.Read Mail.Read") == {"https://graph.microsoft.com"}
+    assert scope_resources("api://telemetry/Readings.Write") == {"api://telemetry"}
+    assert scope_resources("https://storage.azure.com") == {"https://storage.azure.com"}

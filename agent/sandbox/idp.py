@@ -12,7 +12,12 @@ Device Authorization Grant) and the shapes Entra ID really sends:
   (``POST /{tenant}/oauth2/v2.0/token``): ``authorization_pending``,
   ``slow_down``, ``access_denied``/Entra's ``authorization_declined``,
   ``expired_token``;
-* RFC 6749 §6 refresh grant, with rotation and revocation;
+* RFC 6749 §6 refresh grant, with rotation and revocation; as Entra, an
+  access token is for one resource (its audience, ``aud``): the resource of
+  the requested scopes (``https://storage.azure.com/.default`` ->
+  ``https://storage.azure.com``; bare scopes such as ``User.Read`` and
+  OpenID-only requests are Microsoft Graph's), and a request naming two
+  resources is refused with AADSTS28000;
 * OpenID Connect discovery (``/{tenant}/v2.0/.well-known/openid-configuration``);
 * RFC 7009 token revocation (``POST /{tenant}/oauth2/v2.0/revoke``), listed
   as ``revocation_endpoint`` unless ``revocation=False`` (Entra's v2.0
@@ -62,7 +67,9 @@ __all__ = [
     "DIALECTS",
     "SANDBOX_TENANT_ID",
     "Fault",
+    "GRAPH_RESOURCE",
     "IdentityProvider",
+    "scope_resources",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +111,30 @@ _REFRESH_ROTATED = ("invalid_grant", 70000, "The refresh token has already been 
 _REFRESH_REVOKED = ("invalid_grant", 50173, "The provided grant has expired due to it being revoked, a fresh auth token is needed.")
 _REFRESH_EXPIRED = ("invalid_grant", 700082, "The refresh token has expired due to inactivity.")
 _BAD_GRANT = ("unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+_TWO_RESOURCES = ("invalid_scope", 28000, "Provided value for the input parameter scope is not valid because it contains more than one resource.")
+
+#: The audience of tokens for bare scopes (``User.Read``) and OpenID-only requests.
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+_OIDC_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
+
+
+def scope_resources(scope: str) -> set[str]:
+    """The resources (audiences) a scope string asks for, as Entra reads it.
+
+    ``https://storage.azure.com/.default`` and ``https://storage.azure.com/user_impersonation``
+    are ``https://storage.azure.com``; ``api://app/Read`` is ``api://app``;
+    a bare ``User.Read`` is Microsoft Graph's; OpenID scopes name none.
+    """
+    resources = set()
+    for item in scope.split():
+        if item.lower() in _OIDC_SCOPES:
+            continue
+        if "://" in item:
+            head, _, _ = item.rpartition("/")
+            resources.add(head if "://" in head and not head.endswith(":/") else item)
+        else:
+            resources.add(GRAPH_RESOURCE)
+    return resources
 
 _PENDING_STATES = ("pending",)
 
@@ -274,6 +305,7 @@ class IdentityProvider(SandboxService):
         self._by_device_code: dict[str, _DeviceCode] = {}
         self._refresh_tokens: dict[str, _RefreshToken] = {}
         self._access_tokens: dict[str, tuple[str, float]] = {}   # token -> (account, expires monotonic)
+        self._audiences: dict[str, str] = {}                     # access token -> aud
         self._secrets: list[str] = []
         self._counts: collections.Counter[str] = collections.Counter()
         self._token_requests: list[dict[str, object]] = []
@@ -381,7 +413,7 @@ class IdentityProvider(SandboxService):
 
     @property
     def token_requests(self) -> list[dict[str, object]]:
-        """Every token request (a copy): ``{"grant_type", "at": clock.monotonic(), "status"}``.
+        """Every token request (a copy): ``{"grant_type", "at": clock.monotonic(), "status", "scope"}``.
 
         ``status`` is 0 for a dropped connection.
         """
@@ -402,6 +434,11 @@ class IdentityProvider(SandboxService):
                 return None
             account, expires_at = entry
             return account if self.clock.monotonic() < expires_at else None
+
+    def audience(self, token: str) -> str | None:
+        """The resource (``aud``) an access token of this server was issued for."""
+        with self._lock:
+            return self._audiences.get(token)
 
     def issued_secrets(self) -> list[str]:
         """Every access, refresh and id token and device code issued (to scan output for leaks)."""
@@ -687,6 +724,8 @@ class IdentityProvider(SandboxService):
             return self._wire_error(_REFRESH_EXPIRED)
         scope = " ".join(scope.split()) or entry.scope
         self._last_scope = scope
+        if self.dialect != "oidc" and len(scope_resources(scope)) > 1:
+            return self._wire_error(_TWO_RESOURCES)
         if self.rotate_refresh_tokens:
             entry.state = "rotated"
             return 200, self._issue_tokens(client_id, scope, entry.account, entry.tenant)
@@ -699,6 +738,7 @@ class IdentityProvider(SandboxService):
         scopes = scope.split()
         access_token = self._remember(secrets.token_urlsafe(32))
         self._access_tokens[access_token] = (account, self.clock.monotonic() + self.access_token_lifetime)
+        self._audiences[access_token] = min(scope_resources(scope) or {GRAPH_RESOURCE})
         body: dict[str, object] = {
             "token_type": "Bearer",
             "scope": scope,
@@ -942,7 +982,8 @@ class _IdpHandler(QuietHandler):
         idp = self.idp
         grant_type = form.get("grant_type", "")
         with idp._lock:
-            record: dict[str, object] = {"grant_type": grant_type, "at": idp.clock.monotonic(), "status": 0}
+            record: dict[str, object] = {"grant_type": grant_type, "at": idp.clock.monotonic(), "status": 0,
+                                         "scope": " ".join(form.get("scope", "").split())}
             idp._token_requests.append(record)
             fault = idp._token_faults.popleft() if idp._token_faults else None
             if fault is not None and fault.kind != "delay":
