@@ -182,6 +182,9 @@ def test_mqtt_reconnects_wait_what_the_policy_draws_not_pahos_doubling():
         key_file: str | None = None
         topic_prefix: str = "entra-agent"
         homeassistant_discovery: bool = False
+        homeassistant_prefix: str = "homeassistant"
+        homeassistant_new_code_button: bool = False
+        homeassistant_sign_out_button: bool = False
         publish_user_code: bool = False
         keepalive: int = 30
 

@@ -333,7 +333,7 @@ def test_mqtt_over_tls_from_the_config_file(service_in_thread, idp_realtime, rec
     secret.chmod(0o600)
     idp_realtime.auto_approve_after_polls = 0
     config = write_files(idp_realtime, receiver_realtime, extra=(
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto_tls.port}\ntls = true\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto_tls.port}\ntls = true\nconnect_spread = 0\n'
         f'username = "dev-1"\npassword_file = "{secret}"\nca_file = "{certs["ca.crt"]}"\n'
         f'cert_file = "{certs["client.crt"]}"\nkey_file = "{certs["client.key"]}"\n'))
     service = service_in_thread(config)

@@ -13,7 +13,7 @@ import threading
 import pytest
 import requests
 
-from agent.auth.devicecode import DEFAULT_INTERVAL, SLOW_DOWN_INCREMENT
+from agent.auth.devicecode import DEFAULT_INTERVAL
 from agent.backoff import DEVICE_CODE_POLL
 from agent.auth.endpoints import CLOUDS, entra_endpoints, discover, require_secure
 from agent.auth.errors import (

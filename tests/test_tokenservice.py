@@ -340,7 +340,8 @@ def agent(agent_dirs, provider, clock, sdk_env):
 
     def make(port: int = 0, mqtt_port: int | None = None) -> Service:
         client = make_client(provider, clock)
-        mqtt = f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n' if mqtt_port else ""
+        mqtt = (f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nconnect_spread = 0\n'
+                if mqtt_port else "")
         (paths.config_dir() / "agent.toml").write_text(
             'device_id = "dev-1"\n[telemetry]\ninterval = 60\njitter = false\n'
             f'[[sensors]]\ntype = "uptime"\n[token_service]\nenabled = true\nport = {port or 4242}\n'
@@ -514,7 +515,7 @@ def test_the_rate_limit_key_is_the_local_user_of_the_connecting_socket():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        with socket.create_connection(server.getsockname()) as mine:
+        with socket.create_connection(server.getsockname()):
             accepted, peer = server.accept()
             accepted.close()
             assert peer_uid(peer, server.getsockname()) == os.geteuid()
