@@ -121,6 +121,10 @@ def _quiet_client_class(base: type, timeout: float) -> type:
     paho version) the stock client is used.
     """
     if not hasattr(base, "_thread_main"):
+        # pyproject pins paho-mqtt 2.x, and tests/test_status_mqtt.py checks
+        # that this override is in use; say so should another paho be found.
+        log.warning("MQTT: this paho-mqtt has no _thread_main; its network thread "
+                    "wakes every second (install paho-mqtt 2.x)")
         return base
 
     class QuietClient(base):  # type: ignore[misc, valid-type]

@@ -335,3 +335,36 @@ def test_tls_or_password_refused_is_not_fatal(mosquitto_tls, tmp_path, change):
         assert not pub.is_connected
     finally:
         pub.close()
+
+
+def test_the_quiet_network_thread_override_is_in_use():
+    # agent/status.py replaces paho 2.x's network thread body (fewer idle
+    # wakeups) and its reconnect wait (jitter). Were paho to rename either,
+    # the agent would silently fall back: this test fails instead.
+    import inspect
+
+    import paho.mqtt.client as mqtt
+
+    from agent.status import _quiet_client_class
+
+    from importlib.metadata import version
+
+    assert int(version("paho-mqtt").split(".")[0]) == 2
+    assert "_thread_main" in inspect.getsource(mqtt.Client.loop_start)
+    assert "_reconnect_wait" in inspect.getsource(mqtt.Client.loop_forever) + inspect.getsource(
+        mqtt.Client._reconnect_wait)
+    quiet = _quiet_client_class(mqtt.Client, 7.5)
+    assert quiet is not mqtt.Client and issubclass(quiet, mqtt.Client)
+    assert "_thread_main" in vars(quiet) and "_reconnect_wait" in vars(quiet)
+
+
+def test_a_started_publisher_runs_the_quiet_thread(mosquitto):
+    pub = make_publisher(mosquitto)
+    try:
+        pub.start()
+        assert wait_until(lambda: pub.is_connected)
+        client = pub._client
+        assert type(client).__name__ == "QuietClient"
+        assert client.agent_reconnect_wait is not None      # our jittered wait, not paho's doubling
+    finally:
+        pub.close()
