@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures_mqtt",
     "tests.fixtures_hw",
     "tests.fixtures_ha",
+    "tests.fixtures_service",
 ]
 
 

@@ -6,9 +6,7 @@ from agent.homeassistant import COMMAND_NEW_CODE, COMMAND_SIGN_OUT, SIGN_OUT_CON
 from agent.service import (
     AWAITING_USER, HA_NEW_CODE_SPACING, SIGN_IN_REQUIRED, SIGN_IN_STOPPED, SIGNED_IN,
 )
-from tests.test_service import in_state, make_service  # noqa: F401 - the fixture
-
-__all__ = ["make_service"]
+from tests.fixtures_service import in_state
 
 
 def test_new_code_while_waiting_and_after_a_stop(make_service, idp, fake_clock):

@@ -11,7 +11,7 @@ from agent.clock import FakeClock
 from agent.profiles import ProfileStore
 from agent.service import AWAITING_USER, SIGNED_IN
 from agent.tokenstore import TokenStore
-from tests.test_service import in_state, make_service  # noqa: F401 (make_service: a fixture)
+from tests.fixtures_service import in_state
 
 
 def test_awaiting_user_picks_up_a_token_saved_by_the_cli(make_service, idp):

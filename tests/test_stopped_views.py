@@ -9,7 +9,7 @@ from agent import ui
 from agent.report import status_line, stopped_view
 from agent.service import SIGN_IN_RETRY_DELAY, SIGN_IN_STOPPED
 from hardware.screens import GEOMETRIES, layout, render_text
-from tests.test_service import in_state, make_service  # noqa: F401 - the fixture
+from tests.fixtures_service import in_state
 
 STOPPED = [ui.ExpiredView, ui.DeclinedView, ui.CancelledView]
 PIXEL = [g for g in GEOMETRIES if g.mode != "text"]
@@ -60,14 +60,14 @@ def test_report_fills_in_the_truth():
                                        device_id="d", button=False)
 
 
-def test_service_without_a_button_says_the_timer(make_service, idp):  # noqa: F811
+def test_service_without_a_button_says_the_timer(make_service, idp):
     idp.code_lifetime = 60
     service = make_service()
     assert service.run_until(in_state(SIGN_IN_STOPPED), 5000)
     assert service.presenter.last == ui.ExpiredView(button=False, retry_in=SIGN_IN_RETRY_DELAY)
 
 
-def test_service_with_a_button_says_press_and_timer(make_service, idp):  # noqa: F811
+def test_service_with_a_button_says_press_and_timer(make_service, idp):
     from gpiozero.pins.mock import MockFactory
 
     idp.code_lifetime = 60

@@ -334,7 +334,7 @@ def agent(agent_dirs, provider, clock, sdk_env):
     """A Service with the token service on, not yet started."""
     from agent.notify import Notifier
     from agent.service import Service
-    from tests.test_service import RecordingPresenter
+    from tests.fixtures_service import RecordingPresenter
 
     made = []
 
