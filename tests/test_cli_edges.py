@@ -118,7 +118,8 @@ def _prompt_session(agent_dirs, answers: list[bytes], *args: str) -> tuple[int, 
         if not chunk:
             break
         output += chunk
-        if output.rstrip().endswith(b":") and pending:
+        # A whole prompt ends with ": " (a chunk may end inside "https://").
+        if output.endswith(b": ") and pending:
             os.write(fd, pending.pop(0))
             output += b"\n"
     else:

@@ -130,9 +130,11 @@ def test_a_trickling_answer_is_cut_at_the_deadline(hostile, headers_too):
     with pytest.raises(AnswerTooSlow, match=r"did not answer within 0\.5 s"):
         request(new_session("t"), "POST", f"{hostile.origin}/token", what="the token endpoint",
                 deadline=0.5, data={"device_code": DEVICE_CODE})
-    # The client hung up: the answer never went out whole.
-    assert hostile.finished == 0
-    assert _wait_for(lambda: len(hostile.hung_up) == 1)
+    # The client hung up: the answer never went out whole. (Counted in
+    # bytes sent before the hang-up: `finished` is shared with answers of
+    # earlier tests on this module's server that may end meanwhile.)
+    assert _wait_for(lambda: len(hostile.hung_up) >= 1)
+    assert max(hostile.hung_up) < 4000
 
 
 def test_the_device_flow_ends_within_the_code_lifetime_whatever_the_server_does(hostile,
