@@ -130,8 +130,8 @@ def _run(args: argparse.Namespace) -> int:
     early_stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: early_stop.set())
     try:
-        from agent.config import load_config
         from agent.assembly import build_service
+        from agent.config import load_config
 
         config = load_config(_config_path(args))
         service = build_service(config)

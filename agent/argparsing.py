@@ -22,7 +22,7 @@ _UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<words>.*)")
 
 def suggestion(word: str, candidates: list[str]) -> str | None:
     """The candidate nearest to *word*, or None when none is close."""
-    import difflib          # only on an error: not on every start
+    import difflib  # only on an error: not on every start
 
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return close[0] if close else None

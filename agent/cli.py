@@ -23,15 +23,33 @@ from agent.argparsing import Parser, add_verbose, verbosity
 from agent.auth.errors import AuthorizationDeclined, CodeExpired, SignInRequired
 from agent.auth.tokens import TokenClient, TokenSet
 from agent.errors import (
-    EXIT_OK, EXIT_USAGE, AgentError, CancelledError, UsageError, run_command,
+    EXIT_OK,
+    EXIT_USAGE,
+    AgentError,
+    CancelledError,
+    UsageError,
+    run_command,
 )
 from agent.listing import output_width, profiles_text
 from agent.profiles import (
-    DEFAULT_PROFILE, DEFAULT_SCOPES, FLOWS, Profile, ProfileStore,
+    DEFAULT_PROFILE,
+    DEFAULT_SCOPES,
+    FLOWS,
+    Profile,
+    ProfileStore,
 )
 from agent.ui import (
-    CancelledView, ConsolePresenter, DeclinedView, ErrorView, ExpiredView, Presenter,
-    SignedInView, SignInView, View, box, format_duration,
+    CancelledView,
+    ConsolePresenter,
+    DeclinedView,
+    ErrorView,
+    ExpiredView,
+    Presenter,
+    SignedInView,
+    SignInView,
+    View,
+    box,
+    format_duration,
 )
 
 __all__ = ["main"]

@@ -533,7 +533,9 @@ def _ha_classes(t: _Table, unit: str | None, *, unit_known: bool,
     in its log at every start). *unit_known*: *unit* is what will be sent
     (a built-in type's own default unit is not known here)."""
     from agent.ha_device_classes import (
-        NON_NUMERIC_DEVICE_CLASSES, SENSOR_DEVICE_CLASSES, STATE_CLASSES,
+        NON_NUMERIC_DEVICE_CLASSES,
+        SENSOR_DEVICE_CLASSES,
+        STATE_CLASSES,
     )
 
     classes = sorted(SENSOR_DEVICE_CLASSES)

@@ -91,12 +91,12 @@ class Demo:
 
     def _run(self, root: Path) -> int:
         from agent import paths
+        from agent.assembly import build_service
         from agent.clock import SystemClock
         from agent.config import load_config
         from agent.profiles import Profile, ProfileStore
         from agent.sandbox.idp import IdentityProvider
         from agent.sandbox.receiver import TelemetryReceiver
-        from agent.assembly import build_service
 
         clock = SystemClock()
         with IdentityProvider(clock, interval=DEMO_POLL_INTERVAL,

@@ -29,8 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.homeassistant import (
-    DEFAULT_PREFIX, FIXED_KEYS, DeviceInfo, Entity, SensorInfo, Topics, assign_object_ids,
-    config_topic, fixed_entities, object_id, owner_of, reading_entity,
+    DEFAULT_PREFIX,
+    FIXED_KEYS,
+    DeviceInfo,
+    Entity,
+    SensorInfo,
+    Topics,
+    assign_object_ids,
+    config_topic,
+    fixed_entities,
+    object_id,
+    owner_of,
+    reading_entity,
 )
 
 __all__ = ["MAX_READING_ENTITIES", "Message", "Discovery", "legacy_topics"]

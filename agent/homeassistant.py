@@ -31,7 +31,12 @@ from typing import Any
 
 from agent.ha_device_classes import NON_NUMERIC_DEVICE_CLASSES, SENSOR_DEVICE_CLASSES
 from agent.states import (
-    AWAITING_USER, SIGN_IN_REQUIRED, SIGN_IN_STOPPED, SIGNED_IN, STARTING, STOPPING,
+    AWAITING_USER,
+    SIGN_IN_REQUIRED,
+    SIGN_IN_STOPPED,
+    SIGNED_IN,
+    STARTING,
+    STOPPING,
 )
 
 __all__ = [

@@ -44,20 +44,36 @@ from typing import TYPE_CHECKING, Any
 
 from agent import paths, ui
 from agent.assembly import build_parts, build_service, open_face
-from agent.backoff import TOKEN, Retry
 from agent.auth.errors import (
-    AuthorizationDeclined, CodeExpired, ProviderUnavailable, SignInRequired,
+    AuthorizationDeclined,
+    CodeExpired,
+    ProviderUnavailable,
+    SignInRequired,
 )
+from agent.backoff import TOKEN, Retry
 from agent.clock import Clock
 from agent.errors import AgentError, CancelledError, StorageError
 from agent.notify import Notifier, watchdog_interval
 from agent.report import (
-    iso, outbox_depth, show, sign_in_view, status_dict, status_line, status_view, stopped_view,
+    iso,
+    outbox_depth,
+    show,
+    sign_in_view,
+    status_dict,
+    status_line,
+    status_view,
+    stopped_view,
 )
 from agent.signals import install_stop_handlers, restore_handlers
 from agent.statefile import write_status
 from agent.states import (
-    AWAITING_USER, SIGN_IN_REQUIRED, SIGN_IN_STOPPED, SIGNED_IN, STARTING, STATES, STOPPING,
+    AWAITING_USER,
+    SIGN_IN_REQUIRED,
+    SIGN_IN_STOPPED,
+    SIGNED_IN,
+    STARTING,
+    STATES,
+    STOPPING,
 )
 from agent.workers import Event, Worker
 

@@ -52,7 +52,12 @@ from agent.clock import Clock, SystemClock
 from agent.errors import AgentError
 from agent.ha_discovery import Discovery, Message
 from agent.homeassistant import (
-    COMMAND_NEW_CODE, COMMAND_SIGN_OUT, DeviceInfo, SensorInfo, board_device, topics_for,
+    COMMAND_NEW_CODE,
+    COMMAND_SIGN_OUT,
+    DeviceInfo,
+    SensorInfo,
+    board_device,
+    topics_for,
 )
 
 __all__ = [

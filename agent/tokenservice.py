@@ -63,6 +63,7 @@ from agent.clock import Clock, SystemClock
 from agent.errors import AgentError, UsageError
 from agent.net import is_loopback
 from agent.resourcetokens import ResourceNotAllowed, ResourceTokens
+
 # The sandbox's server loop is a plain select() on the listening socket and a
 # self-pipe: no idle wake-ups and an instant stop, which this service wants too.
 from agent.sandbox._http import QuietHandler, SandboxServer

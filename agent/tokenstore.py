@@ -523,7 +523,8 @@ def _flock(path: Path, on_wait: "Callable[[LockHolder | None], None] | None", *,
     Returns the descriptor holding the lock, or None when not *blocking*
     and the lock is taken.
     """
-    from agent.termui import NOTICE_AFTER, notice_after as notice
+    from agent.termui import NOTICE_AFTER
+    from agent.termui import notice_after as notice
 
     delay = NOTICE_AFTER if notice_after is None else notice_after
     while True:

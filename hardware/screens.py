@@ -25,12 +25,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.ui import (
-    CancelledView, ConfirmSignOutView, DeclinedView, ErrorView, ExpiredView,
-    OfflineView, ProgressView, SignedInView, SignInView, StatusView, View,
+    CancelledView,
+    ConfirmSignOutView,
+    DeclinedView,
+    ErrorView,
+    ExpiredView,
+    OfflineView,
+    ProgressView,
+    SignedInView,
+    SignInView,
+    StatusView,
+    View,
+)
+from agent.ui import (
     format_duration as _format_duration,
 )
 from hardware.layout import (
-    ELLIPSIS, Block, Box, Line, drawn, ellipsize, fit_column, font, wrap,
+    ELLIPSIS,
+    Block,
+    Box,
+    Line,
+    drawn,
+    ellipsize,
+    fit_column,
+    font,
+    wrap,
 )
 from hardware.layout import _bbox as _ink
 

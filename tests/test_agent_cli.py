@@ -43,7 +43,7 @@ def files(agent_dirs):
 def error_line(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    lines = [l for l in err.splitlines() if l.startswith("entra-agent: error: ")]
+    lines = [line for line in err.splitlines() if line.startswith("entra-agent: error: ")]
     assert len(lines) == 1, err
     return lines[0]
 

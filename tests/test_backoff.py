@@ -12,8 +12,17 @@ import statistics
 import pytest
 
 from agent.backoff import (
-    DECORRELATED, DEVICE_CODE_POLL, MQTT_RECONNECT, RETRY_AFTER_MAX, TOKEN, UPLOAD, Backoff, Retry,
-    http_date, parse_retry_after, retry_after_wait,
+    DECORRELATED,
+    DEVICE_CODE_POLL,
+    MQTT_RECONNECT,
+    RETRY_AFTER_MAX,
+    TOKEN,
+    UPLOAD,
+    Backoff,
+    Retry,
+    http_date,
+    parse_retry_after,
+    retry_after_wait,
 )
 from agent.clock import FakeClock
 

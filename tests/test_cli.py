@@ -241,7 +241,9 @@ def test_ctrl_c_cancels(agent_dirs, idp_realtime):
 def test_spinner_on_a_terminal(agent_dirs, idp_realtime):
     create(idp_realtime)
     master, slave = pty.openpty()
-    import fcntl, struct, termios
+    import fcntl
+    import struct
+    import termios
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))   # 80x24, as a terminal says
     proc = subprocess.Popen([*CLI, "get-token", "--output", "json"],
                             env=cli_env(agent_dirs, TERM="xterm", COLUMNS=""),

@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from agent.config import (
-    AgentConfig, ButtonConfig, DisplayConfig, LedConfig, MqttConfig, SensorConfig,
-    TelemetryConfig, TokenServiceConfig, check_endpoint, load_config,
+    AgentConfig,
+    ButtonConfig,
+    DisplayConfig,
+    LedConfig,
+    MqttConfig,
+    SensorConfig,
+    TelemetryConfig,
+    TokenServiceConfig,
+    check_endpoint,
+    load_config,
 )
 from agent.errors import ConfigError
 

@@ -15,7 +15,11 @@ from PIL import Image
 
 from agent.clock import FakeClock
 from agent.ui import (
-    ConsolePresenter, ErrorView, ExpiredView, NullPresenter, StatusView,
+    ConsolePresenter,
+    ErrorView,
+    ExpiredView,
+    NullPresenter,
+    StatusView,
 )
 from hardware import display, screens
 from hardware.console import HalfBlockPresenter

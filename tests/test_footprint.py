@@ -48,11 +48,11 @@ def test_the_demo_runs_without_any_extra():
 
 def test_display_config_without_the_extra_falls_back_to_the_console(tmp_path):
     """driver = "ssd1306" on a box without luma: one line saying what to install, then the console."""
-    code = BLOCK + f"""
+    code = BLOCK + """
 import logging
 logging.basicConfig(level=logging.WARNING)
 from agent.service import open_face
-face = open_face({{"driver": "ssd1306"}})
+face = open_face({"driver": "ssd1306"})
 print(type(face).__name__)
 """
     result = run(code)

@@ -13,9 +13,23 @@ from agent.errors import StorageError
 from agent.ha_announced import MAX_FILE_BYTES, load_announced, save_announced
 from agent.ha_discovery import Discovery, legacy_topics
 from agent.homeassistant import (
-    COMMAND_NEW_CODE, COMMAND_SIGN_OUT, DeviceInfo, KeyInfo, SensorInfo, assign_object_ids,
-    board_device, device_payload, friendly_name, object_id, read_board_model, reading_entity,
-    sensor_entity, sensor_infos, topics_for, unit_fits, value_template,
+    COMMAND_NEW_CODE,
+    COMMAND_SIGN_OUT,
+    DeviceInfo,
+    KeyInfo,
+    SensorInfo,
+    assign_object_ids,
+    board_device,
+    device_payload,
+    friendly_name,
+    object_id,
+    read_board_model,
+    reading_entity,
+    sensor_entity,
+    sensor_infos,
+    topics_for,
+    unit_fits,
+    value_template,
 )
 from agent.telemetry.sensors import build_sensors
 

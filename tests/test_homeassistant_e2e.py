@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from agent import paths
-from agent.backoff import Backoff
 from agent.auth.tokens import TokenClient
+from agent.backoff import Backoff
 from agent.clock import SystemClock
 from agent.config import load_config
 from agent.homeassistant import board_device, sensor_infos

@@ -18,7 +18,12 @@ import pytest
 from agent.auth.devicecode import DeviceAuthorization, poll_for_token
 from agent.auth.endpoints import Endpoints
 from agent.auth.errors import (
-    AnswerTooLarge, AnswerTooSlow, CodeExpired, InvalidAnswer, InvalidGrant, RedirectRefused,
+    AnswerTooLarge,
+    AnswerTooSlow,
+    CodeExpired,
+    InvalidAnswer,
+    InvalidGrant,
+    RedirectRefused,
     UnusableAnswer,
 )
 from agent.auth.http import MAX_BODY, new_session, request

@@ -52,8 +52,8 @@ def test_gpiozero_pin_factory_overrides():
 
 
 def test_check_config_prints_the_gpio_backend(agent_dirs, tmp_path):
-    from agent.profiles import Profile, ProfileStore
     from agent import paths
+    from agent.profiles import Profile, ProfileStore
 
     agent_dirs["config"].mkdir(parents=True)
     ProfileStore(paths.profiles_file()).save(Profile(name="default", client_id="11111111-2222-3333-4444-555555555555",

@@ -13,16 +13,35 @@ from luma.core.device import dummy
 from PIL import Image, ImageDraw
 
 from agent.ui import (
-    CancelledView, ConfirmSignOutView, DeclinedView, ErrorView, ExpiredView, OfflineView, ProgressView, SignedInView, SignInView,
+    CancelledView,
+    ConfirmSignOutView,
+    DeclinedView,
+    ErrorView,
+    ExpiredView,
+    OfflineView,
+    ProgressView,
+    SignedInView,
+    SignInView,
     StatusView,
 )
+from hardware import layout as layout_module
 from hardware import screens
 from hardware.console import half_blocks
-from hardware import layout as layout_module
 from hardware.layout import ELLIPSIS
 from hardware.screens import (
-    GEOMETRIES, LONG_ACCOUNT, SAMPLES, USGOV_DEVICE_URI, display_address, display_code,
-    layout, plan, qr_payload, render, render_text, text_pages, write_gallery,
+    GEOMETRIES,
+    LONG_ACCOUNT,
+    SAMPLES,
+    USGOV_DEVICE_URI,
+    display_address,
+    display_code,
+    layout,
+    plan,
+    qr_payload,
+    render,
+    render_text,
+    text_pages,
+    write_gallery,
 )
 
 PIXEL = [g for g in GEOMETRIES if g.mode != "text"]
@@ -420,8 +439,8 @@ def test_shorten_account_without_an_at_sign_keeps_start_and_end():
 def test_every_sign_in_screen_shows_the_time_left():
     """The countdown or bar is a person's only warning; 128x32 alone has no room (code and
     address come first there, as RFC 8628 §3.3.1 wants the code as text)."""
-    from hardware.screens import GEOMETRIES, SAMPLES, layout
     from agent.ui import SignInView
+    from hardware.screens import GEOMETRIES, SAMPLES, layout
     missing = []
     for name, view in SAMPLES.items():
         if not isinstance(view, SignInView):

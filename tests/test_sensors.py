@@ -15,8 +15,19 @@ from agent.clock import FakeClock
 from agent.config import SensorConfig
 from agent.errors import ConfigError
 from agent.telemetry.sensors import (
-    DS18B20, CommandSensor, CpuTemperature, DiskUsage, LoadAverage, Memory, Reading,
-    SensorError, Uptime, build_sensors, iso_utc, new_reading_id, read_all,
+    DS18B20,
+    CommandSensor,
+    CpuTemperature,
+    DiskUsage,
+    LoadAverage,
+    Memory,
+    Reading,
+    SensorError,
+    Uptime,
+    build_sensors,
+    iso_utc,
+    new_reading_id,
+    read_all,
 )
 
 PY = sys.executable

@@ -21,11 +21,15 @@ from agent.clock import SystemClock
 from agent.profiles import Profile, ProfileStore
 from agent.sandbox.idp import Fault
 from agent.service import (
-    AWAITING_USER, SIGN_IN_REQUIRED, SIGN_IN_RETRY_DELAY, SIGN_IN_STOPPED, SIGNED_IN,
-    STARTING, Service,
+    AWAITING_USER,
+    SIGN_IN_REQUIRED,
+    SIGN_IN_RETRY_DELAY,
+    SIGN_IN_STOPPED,
+    SIGNED_IN,
+    STARTING,
+    Service,
 )
 from agent.tokenstore import TokenStore
-
 from tests.fixtures_service import CLIENT_ID, RecordingPresenter, in_state, write_config  # noqa: F401
 
 
@@ -334,6 +338,13 @@ def wait_for(predicate, timeout=10.0):
     return predicate()
 
 
+def press(pin) -> None:
+    """A short press on a mock pin, with the real button's thread and clock."""
+    pin.drive_low()
+    time.sleep(0.2)
+    pin.drive_high()
+
+
 def start_in_thread(service: Service) -> Service:
     service.thread = threading.Thread(target=service.run, name="service-under-test")
     service.thread.start()
@@ -352,12 +363,12 @@ def test_button_and_led_on_mock_pins(make_service, idp_realtime):
     assert wait_for(lambda: service.state == AWAITING_USER)
     assert service.led.mode == "waiting"
 
-    button.drive_low(); time.sleep(0.2); button.drive_high()      # a short press: cancel
+    press(button)                                                 # a short press: cancel
     assert wait_for(lambda: service.state == SIGN_IN_STOPPED)
     assert isinstance(service.presenter.last, ui.CancelledView)
     assert service.led.mode == "error"
 
-    button.drive_low(); time.sleep(0.2); button.drive_high()      # again: a new code
+    press(button)                                                 # again: a new code
     assert wait_for(lambda: service.state == AWAITING_USER)
     idp_realtime.approve()
     assert wait_for(lambda: service.state == SIGNED_IN)
@@ -421,6 +432,7 @@ def test_a_failing_sensor_is_logged_once_not_every_interval(make_service, idp, c
 def test_a_refused_token_file_stops_the_agent_before_asking_anyone(make_service, idp):
     """A sign-in that could not be saved would waste a person's time: exit 6 instead."""
     import os
+
     from agent.errors import StorageError
     store = TokenStore(paths.token_dir())
     store.save("default", {"access_token": "x", "expires_at": 0, "scope": []})

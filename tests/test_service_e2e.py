@@ -103,8 +103,9 @@ def service_in_thread(agent_dirs):
         config = load_config(config_path)
         store = ProfileStore(paths.profiles_file())
         client = TokenClient(store.get("default"), store=TokenStore(paths.token_dir()), clock=clock)
-        from agent.ui import ConsolePresenter
         import io
+
+        from agent.ui import ConsolePresenter
         service = Service(config, clock=clock, token_client=client,
                           presenter=ConsolePresenter(io.StringIO()), notifier=Notifier(None))
         thread = threading.Thread(target=service.run, name="agent-under-test")

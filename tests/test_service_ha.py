@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from agent.homeassistant import COMMAND_NEW_CODE, COMMAND_SIGN_OUT, SIGN_OUT_CONFIRM_WINDOW
 from agent.service import (
-    AWAITING_USER, HA_NEW_CODE_SPACING, SIGN_IN_REQUIRED, SIGN_IN_STOPPED, SIGNED_IN,
+    AWAITING_USER,
+    HA_NEW_CODE_SPACING,
+    SIGN_IN_REQUIRED,
+    SIGN_IN_STOPPED,
+    SIGNED_IN,
 )
 from tests.fixtures_service import in_state
 

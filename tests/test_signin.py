@@ -14,14 +14,23 @@ import pytest
 import requests
 
 from agent.auth.devicecode import DEFAULT_INTERVAL
-from agent.backoff import DEVICE_CODE_POLL
-from agent.auth.endpoints import CLOUDS, entra_endpoints, discover, require_secure
+from agent.auth.endpoints import CLOUDS, discover, entra_endpoints, require_secure
 from agent.auth.errors import (
-    AuthError, AuthorizationDeclined, BadVerificationCode, CodeExpired, DiscoveryError,
-    InsecureEndpoint, InvalidClient, InvalidGrant, InvalidScope, ProviderUnavailable,
-    SignInRequired, UnauthorizedClient,
+    AuthError,
+    AuthorizationDeclined,
+    BadVerificationCode,
+    CodeExpired,
+    DiscoveryError,
+    InsecureEndpoint,
+    InvalidClient,
+    InvalidGrant,
+    InvalidScope,
+    ProviderUnavailable,
+    SignInRequired,
+    UnauthorizedClient,
 )
 from agent.auth.tokens import TokenClient, decode_id_token_claims
+from agent.backoff import DEVICE_CODE_POLL
 from agent.clock import FakeClock
 from agent.errors import CancelledError, UsageError
 from agent.profiles import Profile
@@ -455,7 +464,8 @@ def test_two_clients_share_one_rotation(provider, clock, tmp_path):
 
 
 def test_id_token_claims_are_decoded_not_verified():
-    import base64, json
+    import base64
+    import json
     body = base64.urlsafe_b64encode(json.dumps({"preferred_username": "a@b.c", "tid": "t"}).encode()).decode().rstrip("=")
     assert decode_id_token_claims(f"xx.{body}.sig") == {"preferred_username": "a@b.c", "tid": "t"}
     assert decode_id_token_claims("garbage") == {}

@@ -342,12 +342,11 @@ def test_the_quiet_network_thread_override_is_in_use():
     # wakeups) and its reconnect wait (jitter). Were paho to rename either,
     # the agent would silently fall back: this test fails instead.
     import inspect
+    from importlib.metadata import version
 
     import paho.mqtt.client as mqtt
 
     from agent.status import _quiet_client_class
-
-    from importlib.metadata import version
 
     assert int(version("paho-mqtt").split(".")[0]) == 2
     assert "_thread_main" in inspect.getsource(mqtt.Client.loop_start)

@@ -79,12 +79,13 @@ def test_service_with_a_button_says_press_and_timer(make_service, idp):
 def test_the_retry_countdown_ticks_on_screen_and_prints_once_on_a_console(agent_dirs, fake_clock, idp):
     """'new code in 14m 59s' counts down on a screen; a console (the journal) gets it once."""
     import io
+
     from agent import paths, ui
     from agent.auth.tokens import TokenClient
     from agent.config import load_config
+    from agent.notify import Notifier
     from agent.profiles import Profile, ProfileStore
     from agent.service import SIGN_IN_STOPPED, Service
-    from agent.notify import Notifier
     from agent.tokenstore import TokenStore
 
     class Both:

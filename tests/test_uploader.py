@@ -12,8 +12,8 @@ import time
 import pytest
 
 from agent.auth.errors import SignInRequired
-from agent.backoff import UPLOAD
 from agent.auth.tokens import TokenClient
+from agent.backoff import UPLOAD
 from agent.clock import FakeClock
 from agent.errors import ConfigError
 from agent.profiles import Profile
@@ -21,7 +21,11 @@ from agent.sandbox.receiver import TelemetryReceiver
 from agent.telemetry.outbox import Outbox
 from agent.telemetry.sensors import Reading, iso_utc, new_reading_id
 from agent.telemetry.uploader import (
-    MIN_REQUEST_SPACING, REFUSED_PAUSE, Uploader, start_jitter, upload_policy,
+    MIN_REQUEST_SPACING,
+    REFUSED_PAUSE,
+    Uploader,
+    start_jitter,
+    upload_policy,
 )
 from agent.tokenstore import TokenStore
 

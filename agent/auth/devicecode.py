@@ -22,8 +22,15 @@ from agent import textsafe
 from agent.auth.answers import credential, seconds
 from agent.auth.endpoints import Endpoints
 from agent.auth.errors import (
-    AuthError, AuthorizationPending, CodeExpired, InvalidAnswer, ProviderUnavailable,
-    RedirectRefused, SlowDown, error_from_answer, origin,
+    AuthError,
+    AuthorizationPending,
+    CodeExpired,
+    InvalidAnswer,
+    ProviderUnavailable,
+    RedirectRefused,
+    SlowDown,
+    error_from_answer,
+    origin,
 )
 from agent.auth.http import request
 from agent.backoff import DEVICE_CODE_POLL

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 import requests
 
 from agent.auth.errors import (
-    DiscoveryError, InsecureEndpoint, ProviderUnavailable, error_from_answer,
+    DiscoveryError,
+    InsecureEndpoint,
+    ProviderUnavailable,
+    error_from_answer,
 )
 from agent.auth.http import DEFAULT_DEADLINE, request, require_secure
 from agent.errors import UsageError

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-
 from agent.errors import EXIT_NETWORK, EXIT_SIGN_IN, EXIT_USAGE, AgentError
 from agent.textsafe import clean
 

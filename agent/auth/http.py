@@ -46,8 +46,15 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from agent.auth.errors import (
-    AnswerTooLarge, AnswerTooSlow, InsecureEndpoint, InvalidAnswer, ProviderUnavailable,
-    RedirectRefused, UnusableAnswer, origin, unavailable,
+    AnswerTooLarge,
+    AnswerTooSlow,
+    InsecureEndpoint,
+    InvalidAnswer,
+    ProviderUnavailable,
+    RedirectRefused,
+    UnusableAnswer,
+    origin,
+    unavailable,
 )
 from agent.errors import CancelledError
 from agent.net import is_loopback

@@ -20,14 +20,22 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from agent import __version__
-from agent.auth.devicecode import (
-    DeviceAuthorization, poll_for_token, request_device_authorization,
-)
 from agent.auth.answers import token_fields
+from agent.auth.devicecode import (
+    DeviceAuthorization,
+    poll_for_token,
+    request_device_authorization,
+)
 from agent.auth.endpoints import CLOUDS, Endpoints, discover, entra_endpoints
 from agent.auth.errors import (
-    REAUTH_AADSTS, AuthError, InvalidGrant, OAuthError, ProviderUnavailable,
-    SignInRequired, error_from_answer, origin,
+    REAUTH_AADSTS,
+    AuthError,
+    InvalidGrant,
+    OAuthError,
+    ProviderUnavailable,
+    SignInRequired,
+    error_from_answer,
+    origin,
 )
 from agent.auth.http import new_session, parse_json, request
 from agent.clock import Clock, SystemClock

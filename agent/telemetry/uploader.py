@@ -53,8 +53,8 @@ import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass, replace
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
