@@ -103,13 +103,26 @@ def _prompt_session(agent_dirs, answers: list[bytes], *args: str) -> tuple[int, 
     """create-profile on a terminal; each answer is sent at the next prompt."""
     pid, fd = pty.fork()
     if pid == 0:  # child: the CLI on a terminal
+        # Start it as a shell on a terminal would: SIGINT at its default and
+        # unblocked (the forking test process may have inherited otherwise,
+        # and an ignored or blocked SIGINT survives exec).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.environ.update(cli_env(agent_dirs))
         os.execv(sys.executable, [*CLI, "create-profile", *args])
     pending = list(answers)
     output = b""
     deadline = time.monotonic() + 30
+    interrupt_sent_at = None
     while time.monotonic() < deadline:
         if not select.select([fd], [], [], 1)[0]:
+            # A ^C that lands between Python writing the prompt and starting
+            # its read() is only acted on at the next signal (CPython's
+            # readline checks signals on EINTR): a person presses again, so
+            # does this harness, after 2 s.
+            if interrupt_sent_at is not None and time.monotonic() - interrupt_sent_at > 2:
+                os.write(fd, b"\x03")
+                interrupt_sent_at = time.monotonic()
             continue
         try:
             chunk = os.read(fd, 1024)
@@ -120,7 +133,10 @@ def _prompt_session(agent_dirs, answers: list[bytes], *args: str) -> tuple[int, 
         output += chunk
         # A whole prompt ends with ": " (a chunk may end inside "https://").
         if output.endswith(b": ") and pending:
-            os.write(fd, pending.pop(0))
+            answer = pending.pop(0)
+            os.write(fd, answer)
+            if answer == b"\x03":
+                interrupt_sent_at = time.monotonic()
             output += b"\n"
     else:
         os.kill(pid, signal.SIGKILL)    # a hung CLI fails the test rather than hanging it
