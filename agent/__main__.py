@@ -178,15 +178,10 @@ def _check_display_driver(path: Path, driver: str) -> None:
     the agent), so without this check a typo passes check-config and shows up
     as a dark screen. Skipped when luma is not installed: ``run`` says so.
     """
-    name = driver.strip().lower()
-    if name in ("console", "none", "framebuffer", "dummy"):
-        return
-    try:
-        import luma.core.cmdline as cmdline
-    except ImportError:
-        return
-    known = sorted({d for kind in cmdline.get_display_types().values() for d in kind})
-    if name not in known:
+    from agent.config.drivers import driver_problem
+
+    known = driver_problem(driver)
+    if known is not None:
         from agent.errors import ConfigError
 
         raise ConfigError(f"{path}: display.driver must be console, none, framebuffer or a luma "

@@ -18,9 +18,11 @@ import argparse
 import errno
 import logging
 import sys
-from typing import Any, Mapping, TextIO
+from typing import Any, Mapping, TextIO, cast
 
 from agent.clock import Clock
+from agent.config.drivers import driver_problem
+from agent.config.values import BLANK_AFTER, DIM_AFTER, DisplayConfig
 from agent.ui import ConsolePresenter, NullPresenter, Presenter
 from hardware.errors import HardwareError
 
@@ -29,8 +31,10 @@ __all__ = ["open_presenter", "open_device", "DEFAULT_DIM_AFTER", "DEFAULT_BLANK_
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIM_AFTER = 300.0       # seconds of an unchanged status screen before dimming
-DEFAULT_BLANK_AFTER = 1800.0    # seconds before blanking; 0 disables
+# Seconds of an unchanged status screen before dimming, and blanking (0 disables):
+# the config's defaults, written once in agent.config.values.
+DEFAULT_DIM_AFTER = DIM_AFTER
+DEFAULT_BLANK_AFTER = BLANK_AFTER
 
 # [display] keys handed to luma's parser as --key-with-dashes VALUE.
 PASS_THROUGH = (
@@ -61,7 +65,7 @@ def open_presenter(settings: Mapping[str, object], *, clock: Clock | None = None
     care of an OLED; *clock* drives it (tests pass a FakeClock).
     """
     stream = stream if stream is not None else sys.stderr
-    driver = str(settings.get("driver", "console")).strip().lower()
+    driver = str(_setting(settings, "driver")).strip().lower()
     if driver == "none":
         return NullPresenter()
     if driver == "console":
@@ -88,6 +92,18 @@ def open_presenter(settings: Mapping[str, object], *, clock: Clock | None = None
     return LumaPresenter(device, clock=clock, care=care, name=name)
 
 
+#: What a key left out of a partial settings mapping means: the config's default.
+_DEFAULTS: dict[str, Any] = DisplayConfig().as_settings()
+
+
+def _setting(settings: Mapping[str, object], key: str) -> object:
+    return settings.get(key, _DEFAULTS[key])
+
+
+def _int(settings: Mapping[str, object], key: str) -> int:
+    return int(cast(Any, _setting(settings, key)))
+
+
 def _console(stream: TextIO) -> Presenter:
     if stream.isatty():
         from hardware.console import HalfBlockPresenter
@@ -108,15 +124,15 @@ def _seconds(settings: Mapping[str, object], key: str, default: float) -> float:
 
 def _name(driver: str, settings: Mapping[str, object]) -> str:
     """``ssd1306 on /dev/i2c-1``: the device as a person finds it on the board."""
-    interface = str(settings.get("interface", "i2c"))
+    interface = str(_setting(settings, "interface"))
     if driver == "framebuffer":
-        return f"framebuffer {settings.get('framebuffer_device', '/dev/fb0')}"
+        return f"framebuffer {_setting(settings, 'framebuffer_device')}"
     if driver == "dummy":
         return "dummy display"
     if interface in ("i2c", "pcf8574"):
-        return f"{driver} on /dev/i2c-{settings.get('i2c_port', 1)}"
+        return f"{driver} on /dev/i2c-{_setting(settings, 'i2c_port')}"
     if interface in ("spi", "gpio_cs_spi"):
-        return f"{driver} on /dev/spidev{settings.get('spi_port', 0)}.{settings.get('spi_device', 0)}"
+        return f"{driver} on /dev/spidev{_setting(settings, 'spi_port')}.{_setting(settings, 'spi_device')}"
     return f"{driver} on {interface}"
 
 
@@ -133,16 +149,16 @@ def open_device(settings: Mapping[str, object]) -> Any:
     if driver == "dummy":
         from luma.core.device import dummy
 
-        return dummy(width=int(settings.get("width", 128)), height=int(settings.get("height", 64)),
-                     rotate=int(settings.get("rotate", 0)), mode=str(settings.get("mode", "1")))
+        return dummy(width=_int(settings, "width"), height=_int(settings, "height"),
+                     rotate=_int(settings, "rotate"), mode=str(settings.get("mode", "1")))
     display = "linux_framebuffer" if driver == "framebuffer" else driver
-    known = [d for kind in cmdline.get_display_types().values() for d in kind]
-    if display not in known:
+    known = driver_problem(driver)
+    if known is not None:
         raise HardwareError(
             f"display {driver!r} is not a known driver",
             "use console, none, framebuffer or a luma device: " + ", ".join(known))
     settings = dict(settings)
-    if _is_character_display(display) and int(settings.get("width", 16)) > 40:
+    if _is_character_display(display) and int(cast(Any, settings.get("width", 16))) > 40:
         # luma counts an HD44780's width and height in characters; 128x64 is
         # the pixel default of the config, not a character LCD (at most 40x4).
         log.info("display %s: width/height are characters; using 16x2", driver)
@@ -188,7 +204,7 @@ def _is_character_display(display: str) -> bool:
 
 def _os_error(exc: BaseException) -> OSError | None:
     """The operating-system error under a luma error, if any."""
-    seen = exc
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno is not None:
             return seen
@@ -199,7 +215,7 @@ def _os_error(exc: BaseException) -> OSError | None:
 def _explain(exc: Exception, name: str, driver: str,
              settings: Mapping[str, object]) -> HardwareError:
     """Translate what luma raised into one line: device, cause, fix."""
-    interface = str(settings.get("interface", "i2c"))
+    interface = str(_setting(settings, "interface"))
     bus = "i2c" if interface in ("i2c", "pcf8574") else "spi" if "spi" in interface else interface
     os_error = _os_error(exc)
     text = str(exc)
@@ -226,19 +242,22 @@ def _explain(exc: Exception, name: str, driver: str,
             return HardwareError(f"display {name} not available: {cause}",
                                  f"add the user to the {group} group: sudo usermod -aG {group} $USER")
         if os_error.errno in (errno.EREMOTEIO, errno.EIO, errno.ENXIO):
-            address = settings.get("i2c_address", "0x3C")
+            address = _setting(settings, "i2c_address")
             return HardwareError(
                 f"display {name} not available: no answer at address {address} ({cause})",
-                f"check the wiring and the address with: i2cdetect -y {settings.get('i2c_port', 1)}")
+                f"check the wiring and the address with: i2cdetect -y {_setting(settings, 'i2c_port')}")
         return HardwareError(f"display {name} not available: {cause}",
                              "check the wiring and the [display] settings")
-    if "permission" in text.lower():
+    # luma's own errors without an OS error under them: told apart by type, not by text.
+    from luma.core.error import DeviceNotFoundError, DevicePermissionError
+
+    if isinstance(exc, DevicePermissionError):
         return HardwareError(f"display {name} not available: {text}",
                              f"add the user to the {bus} group: sudo usermod -aG {bus} $USER")
-    if "not found on address" in text:
+    if isinstance(exc, DeviceNotFoundError) and bus == "i2c":
         return HardwareError(
             f"display {name} not available: {text}",
-            f"check the wiring and the address with: i2cdetect -y {settings.get('i2c_port', 1)}")
+            f"check the wiring and the address with: i2cdetect -y {_setting(settings, 'i2c_port')}")
     kind = type(exc).__name__
     return HardwareError(f"display {name} not available: {kind}: {text or 'no details'}",
                          "check [display] driver, interface, width, height and rotate")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.clock import Clock, SystemClock
+from agent.config.values import BLANK_AFTER, DIM_AFTER
 from agent.ui import SignInView, StatusView, View
 from hardware import screens
 
@@ -39,8 +40,8 @@ SHIFT_PATTERN: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (1, 1), (0, 1),
 class ScreenCare:
     """When the steady status screen dims, blanks and shifts (seconds; 0 disables)."""
 
-    dim_after: float = 300.0
-    blank_after: float = 1800.0
+    dim_after: float = DIM_AFTER
+    blank_after: float = BLANK_AFTER
     shift_every: float = 180.0
     contrast: int = 0xCF            # normal contrast, 0-255 (the SSD1306's own default)
     dim_contrast: int = 0x08        # contrast when dimmed, 0-255

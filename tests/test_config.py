@@ -77,10 +77,10 @@ def test_example_loads_and_documents_every_key(tmp_path):
                   "[button]", "[led]", "[token_service]"):
         assert table in text
     # every sensor option of the built-ins is shown
-    from agent.config import BUILTIN_SENSOR_OPTIONS
-    for options in BUILTIN_SENSOR_OPTIONS.values():
-        for option in options:
-            assert option in keys, option
+    from agent.telemetry.sensors import BUILTIN_TYPES
+    for sensor in BUILTIN_TYPES.values():
+        for option in sensor.OPTIONS:
+            assert option.name in keys, option.name
 
 
 def test_minimal_file_gets_defaults(tmp_path):

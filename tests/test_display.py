@@ -96,6 +96,31 @@ def test_luma_errors_are_explained_in_one_line(errno_, expected):
     assert isinstance(error, OSError)
 
 
+@pytest.mark.parametrize("error, expected", [
+    ("DevicePermissionError", "(add the user to the i2c group: sudo usermod -aG i2c $USER)"),
+    ("DeviceNotFoundError", "(check the wiring and the address with: i2cdetect -y 1)"),
+])
+def test_luma_errors_without_an_os_error_are_told_apart_by_type(error, expected):
+    # No OSError under it (a platform or library that raises luma's error
+    # directly): the type decides the fix, whatever the message says.
+    import luma.core.error
+
+    exc = getattr(luma.core.error, error)("it went wrong")
+    line = str(display._explain(exc, "ssd1306 on /dev/i2c-1", "ssd1306",
+                                {"interface": "i2c", "i2c_port": 1}))
+    assert line == f"display ssd1306 on /dev/i2c-1 not available: it went wrong {expected}"
+
+
+def test_a_luma_error_of_another_kind_gets_the_general_fix():
+    import luma.core.error
+
+    line = str(display._explain(luma.core.error.DeviceDisplayModeError("mode 'RGB' not supported"),
+                                "ssd1306 on /dev/i2c-1", "ssd1306", {"interface": "i2c"}))
+    assert line.startswith("display ssd1306 on /dev/i2c-1 not available: DeviceDisplayModeError: "
+                           "mode 'RGB' not supported")
+    assert "check [display] driver" in line
+
+
 def test_none_and_console_drivers():
     assert isinstance(open_presenter({"driver": "none"}), NullPresenter)
     assert type(open_presenter({"driver": "console"}, stream=io.StringIO())) is ConsolePresenter

@@ -58,6 +58,7 @@ from collections import deque
 from pathlib import Path
 from typing import Iterable
 
+from agent.config.values import DURABILITY_MODES
 from agent.errors import StorageError
 from agent.telemetry.sensors import Reading
 
@@ -65,8 +66,6 @@ __all__ = ["Outbox", "StorageUnavailable", "DURABILITY_MODES", "DEAD_LETTER_KEEP
            "MEMORY_READINGS_MAX", "UNSAVED_READINGS_MAX", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
-
-DURABILITY_MODES = ("spill", "strict")
 
 #: Readings kept in memory (spill mode) before they are written anyway, so a
 #: device that cannot upload for a long time (nobody signed in) does not
