@@ -35,6 +35,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Protocol
 
+from agent.config.values import ButtonConfig
 from hardware.errors import HardwareError
 from hardware.led import StatusLed, gpio_error
 
@@ -64,7 +65,8 @@ class ButtonControl:
     gpiozero is missing or the pin cannot be used.
     """
 
-    def __init__(self, pin: int, *, hold_seconds: float = 5.0, confirm_after: float = 1.0,
+    def __init__(self, pin: int, *, hold_seconds: float = ButtonConfig.hold_seconds,
+                 confirm_after: float = 1.0,
                  bounce_time: float | None = 0.05, on_press: Callable[[], None],
                  on_hold_start: Callable[[], None] | None = None,
                  on_hold_cancel: Callable[[], None] | None = None,

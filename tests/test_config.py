@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,7 @@ def install_plugin(root: Path, monkeypatch, body: str) -> None:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bme-plugin\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[entra_agent.sensors]\nbme280 = bme_plugin:factory\n")
     monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "bme_plugin", raising=False)
 
 
 def test_plugin_sensor_keeps_its_options(tmp_path, monkeypatch):
@@ -237,6 +239,46 @@ def test_plugin_sensor_keeps_its_options(tmp_path, monkeypatch):
     assert config.sensors[0].options == {"address": 118}
     message = error_of(tmp_path, '[[sensors]]\ntype = "bme281"\n')
     assert "bme280" in message and "cpu_temperature" in message
+
+
+PLUGIN_WITH_OPTIONS = (
+    "from agent.telemetry.sensors import Option\n"
+    "def factory(config):\n"
+    "    raise ValueError('unused')\n"
+    "factory.OPTIONS = (\n"
+    "    Option.choice('address', '118 or 119 (the I2C address)', (118, 119), default=118),\n"
+    "    Option.number('oversampling', 'a number from 1 to 16', 1, 16, default=1),\n"
+    ")\n"
+)
+
+
+def test_plugin_declaring_options_is_checked_like_a_builtin(tmp_path, monkeypatch):
+    plugin = tmp_path / "site"
+    plugin.mkdir()
+    install_plugin(plugin, monkeypatch, PLUGIN_WITH_OPTIONS)
+    config = load_config(write(tmp_path, '[[sensors]]\ntype = "bme280"\n'))
+    assert config.sensors[0].options == {"address": 118, "oversampling": 1.0}
+    config = load_config(write(tmp_path, '[[sensors]]\ntype = "bme280"\naddress = 119\n'))
+    assert config.sensors[0].options == {"address": 119, "oversampling": 1.0}
+
+    path = tmp_path / "agent.toml"
+    message = error_of(tmp_path, '[[sensors]]\ntype = "bme280"\naddress = 120\n')
+    assert message == f"{path}: sensors[0].address must be 118 or 119 (the I2C address), got 120"
+    message = error_of(tmp_path, '[[sensors]]\ntype = "bme280"\nadress = 119\n')
+    assert message.startswith(f"{path}: sensors[0].adress is not a known key")
+    assert "did you mean sensors[0].address?" in message
+    message = error_of(tmp_path, '[[sensors]]\ntype = "bme280"\noversampling = "max"\n')
+    assert message == f'{path}: sensors[0].oversampling must be a number from 1 to 16, got "max"'
+
+
+def test_plugin_declaring_options_that_are_not_options(tmp_path, monkeypatch):
+    plugin = tmp_path / "site"
+    plugin.mkdir()
+    install_plugin(plugin, monkeypatch, "def factory(config):\n    pass\nfactory.OPTIONS = ['address']\n")
+    message = error_of(tmp_path, '[[sensors]]\ntype = "bme280"\naddress = 118\n')
+    assert message.startswith(f'{tmp_path / "agent.toml"}: sensors[0].type "bme280" cannot be used: '
+                              "the plugin for type 'bme280' declares OPTIONS that are not a sequence "
+                              "of agent.config.Option")
 
 
 # ---------------------------------------------------------------- secrets

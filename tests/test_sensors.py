@@ -353,3 +353,53 @@ def test_plugin_that_cannot_load(tmp_path, monkeypatch):
     install_plugin(tmp_path / "site", monkeypatch, "import not_installed_anywhere\n")
     with pytest.raises(ConfigError, match="cannot be loaded: ModuleNotFoundError"):
         build_sensors([SensorConfig("bme280", "outside")])
+
+
+def test_plugin_declaring_options_gets_them_checked_with_defaults(tmp_path, monkeypatch):
+    install_plugin(tmp_path / "site", monkeypatch, (
+        "from agent.telemetry.sensors import Option\n"
+        "class Bme:\n"
+        "    unit = 'hPa'\n"
+        "    OPTIONS = (Option.choice('address', '118 or 119', (118, 119), default=118),)\n"
+        "    def __init__(self, config):\n"
+        "        self.name = config.name\n"
+        "        self.options = config.options\n"
+        "    def read(self):\n"
+        "        return 1013.25\n"
+        "factory = Bme\n"
+    ))
+    (sensor,) = build_sensors([SensorConfig("bme280", "outside")])
+    assert sensor.options == {"address": 118}
+    with pytest.raises(ConfigError, match="bad options for type 'bme280': address must be 118 or 119, got 1$"):
+        build_sensors([SensorConfig("bme280", "outside", {"address": 1})])
+
+
+@pytest.mark.parametrize("config, message", [
+    (SensorConfig("load_average", "load", {"period": 2}),
+     "sensor load: bad options for type 'load_average': period must be 1, 5 or 15 (minutes), got 2"),
+    (SensorConfig("load_average", "load", {"perod": 5}),
+     "sensor load: bad options for type 'load_average': perod is not a known option (did you mean period?)"),
+    (SensorConfig("command", "soil"),
+     "sensor soil: bad options for type 'command': command is missing: it must be a non-empty list"),
+    (SensorConfig("memory", "mem", {"report": "free_mb"}),
+     "sensor mem: bad options for type 'memory': report must be \"available_percent\" or \"available_mb\""),
+])
+def test_options_made_in_code_are_checked_by_the_same_schema(config, message):
+    with pytest.raises(ConfigError) as info:
+        build_sensors([config])
+    assert str(info.value).startswith(message)
+
+
+def test_every_builtin_declares_defaults_its_constructor_shares():
+    # One place per default: a built-in's constructor defaults are its schema's.
+    import inspect
+
+    from agent.config.table import REQUIRED
+    from agent.telemetry.sensors import BUILTIN_TYPES
+
+    for kind, cls in BUILTIN_TYPES.items():
+        parameters = inspect.signature(cls.__init__).parameters
+        for option in cls.OPTIONS:
+            if option.default is REQUIRED:
+                continue
+            assert parameters[option.name].default == option.default, (kind, option.name)

@@ -39,7 +39,10 @@ def _sensor(file: Path, index: int, data: Any) -> SensorConfig:
     unit_known = unit is not None or not registry.has_own_unit(kind)
     classes = _ha_classes(t, unit, unit_known=unit_known)
     keys = _sensor_keys(t, unit, classes, unit_known=unit_known)
-    schema = registry.option_schema(kind)
+    try:
+        schema = registry.option_schema(kind)
+    except ValueError as exc:
+        raise ConfigError(f"{t.file}: {t.key('type')} {show(kind)} cannot be used: {exc}") from None
     if schema is not None:
         options = t.options(schema)
     else:

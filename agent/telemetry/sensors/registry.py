@@ -63,15 +63,14 @@ def sensor_types() -> list[str]:
 
 def declared_options(factory: Any, kind: str) -> tuple[Option, ...] | None:
     """The ``OPTIONS`` a plugin factory declares, or None (an older plugin: its
-    options go to it unchecked)."""
+    options go to it unchecked). ValueError when they are not :class:`Option` values."""
     schema = getattr(factory, "OPTIONS", None)
     if schema is None:
         return None
     if isinstance(schema, (str, bytes)) or not isinstance(schema, Sequence) \
             or not all(isinstance(option, Option) for option in schema):
-        raise ConfigError(f"the plugin for sensor type {kind!r} declares OPTIONS that are not "
-                          "a sequence of agent.config.Option",
-                          "report this to the plugin's author")
+        raise ValueError(f"the plugin for type {kind!r} declares OPTIONS that are not "
+                         "a sequence of agent.config.Option (report this to its author)")
     return tuple(schema)
 
 
