@@ -57,7 +57,7 @@ class _SystemMonotonic:
 
 
 class ButtonControl:
-    """Calls back on a short press and on a long hold of the button on BCM *pin*.
+    """Calls back on a short press and on a long hold of the button on *pin* (BCM or a name).
 
     All times are in seconds. Callbacks run on the button's own thread, one
     at a time, in the order things happened; they should only post an event
@@ -65,7 +65,7 @@ class ButtonControl:
     gpiozero is missing or the pin cannot be used.
     """
 
-    def __init__(self, pin: int, *, hold_seconds: float = ButtonConfig.hold_seconds,
+    def __init__(self, pin: int | str, *, hold_seconds: float = ButtonConfig.hold_seconds,
                  confirm_after: float = 1.0,
                  bounce_time: float | None = 0.05, on_press: Callable[[], None],
                  on_hold_start: Callable[[], None] | None = None,

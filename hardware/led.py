@@ -28,14 +28,19 @@ LED_MODES: dict[str, tuple[float, float] | None] = {
 }
 
 
-def gpio_error(exc: BaseException, what: str, pin: int) -> HardwareError:
-    """One line for why *what* (``"button"``, ``"LED"``) on BCM *pin* cannot be used."""
+def pin_name(pin: int | str) -> str:
+    """``GPIO17`` for BCM number 17; a gpiozero pin name (``"BOARD11"``) as given."""
+    return f"GPIO{pin}" if isinstance(pin, int) else pin
+
+
+def gpio_error(exc: BaseException, what: str, pin: int | str) -> HardwareError:
+    """One line for why *what* (``"button"``, ``"LED"``) on *pin* cannot be used."""
     import gpiozero.exc as gz
 
-    name = f"{what} on GPIO{pin}"
+    name = f"{what} on {pin_name(pin)}"
     if isinstance(exc, gz.GPIOPinInUse):
         return HardwareError(f"{name}: the pin is already in use",
-                             f"choose another pin in the config, or stop what uses GPIO{pin}")
+                             f"choose another pin in the config, or stop what uses {pin_name(pin)}")
     if isinstance(exc, gz.BadPinFactory):
         from hardware.packages import install_hint
 
@@ -58,9 +63,10 @@ def gpio_error(exc: BaseException, what: str, pin: int) -> HardwareError:
 
 
 class StatusLed:
-    """An LED (through a resistor to ground) on BCM *pin* showing the agent's state."""
+    """An LED (through a resistor to ground) on *pin* (a BCM number or a gpiozero
+    pin name) showing the agent's state."""
 
-    def __init__(self, pin: int, *, pin_factory: Any = None) -> None:
+    def __init__(self, pin: int | str, *, pin_factory: Any = None) -> None:
         try:
             from gpiozero import LED
         except ImportError as exc:
