@@ -198,6 +198,22 @@ def test_pin_in_use_is_one_line_with_the_fix(mock_factory):
     assert isinstance(caught.value, OSError)
 
 
+def test_a_pin_name_from_the_config_is_used_and_named_as_given(mock_factory):
+    # [button] pin = "BOARD11" (ButtonConfig.pin is int | str): the same pin as GPIO17.
+    led = StatusLed("BOARD11", pin_factory=mock_factory)
+    try:
+        with pytest.raises(HardwareError) as caught:
+            StatusLed("GPIO17", pin_factory=mock_factory)
+    finally:
+        led.close()
+    message = str(caught.value)
+    assert message.startswith("LED on GPIO17: the pin is already in use (choose another pin in the "
+                              "config, or stop what uses GPIO17")
+    with pytest.raises(HardwareError, match=r"^button on BOARD99: not a usable pin"):
+        ButtonControl("BOARD99", on_press=lambda: None, on_hold=lambda: None,
+                      pin_factory=mock_factory)
+
+
 def test_invalid_pin(mock_factory):
     with pytest.raises(HardwareError, match=r"^button on GPIO99: not a usable pin .*BCM"):
         ButtonControl(99, on_press=lambda: None, on_hold=lambda: None, pin_factory=mock_factory)
