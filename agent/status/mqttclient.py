@@ -91,7 +91,7 @@ def _quiet_client_class(base: type, timeout: float) -> type:
                     "wakes every second (install paho-mqtt 2.x)")
         return base
 
-    class QuietClient(base):  # type: ignore[misc, valid-type]
+    class QuietClient(base):
         #: Called (on the network thread) instead of paho's deterministic
         #: doubling wait between connection attempts; set by StatusPublisher.
         agent_reconnect_wait: Callable[[], None] | None = None

@@ -79,7 +79,7 @@ def font_source() -> FontSource:
             return FontSource("truetype", path)
     fix = "install it: sudo apt-get install fonts-dejavu-core"
     try:
-        ImageFont.load_default(size=10)  # type: ignore[call-arg]
+        ImageFont.load_default(size=10)
     except TypeError:  # Pillow before 10.1: no scalable font of its own
         log.warning("screens: no font file %s: using Pillow's small bitmap font (%s)",
                     FONT_FILES[0], fix)
@@ -119,7 +119,7 @@ def font(size: int, mode: str = "RGB") -> "ImageFont.FreeTypeFont | ImageFont.Im
     if source.kind == "truetype":
         return ImageFont.truetype(source.path, size, layout_engine=_basic_layout())
     if source.kind == "pillow":
-        return ImageFont.load_default(  # type: ignore[call-arg]
+        return ImageFont.load_default(
             size=_NUDGE.get(size, size) if mode == "1" else size)
     return ImageFont.load_default()
 
