@@ -357,9 +357,12 @@ class _Handler(QuietHandler):
 
     def _serve(self) -> None:
         service: TokenService = self.server.owner  # type: ignore[attr-defined]
+        local = self.server.server_address    # typed for every socket family; ours is TCP
         try:
+            if not isinstance(local, tuple):
+                raise TypeError(f"the token service listens on TCP, not on {local!r}")
             answer = service.answer(self.command, self.path, self.headers,
-                                    self.client_address[:2], self.server.server_address[:2])
+                                    self.client_address[:2], (str(local[0]), int(local[1])))
         except Exception:  # noqa: BLE001 - one bad request must not kill the thread quietly
             log.exception("token service failed on a request")
             answer = _error(500, "the token service failed; see the agent's log", error="server_error")

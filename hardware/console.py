@@ -37,6 +37,8 @@ def half_blocks(image: "Image.Image") -> list[str]:
     image = image.convert("1")
     width, height = image.size
     pixels = image.load()
+    if pixels is None:  # Pillow returns None only for an image with no pixel data
+        return []
     lines = []
     for y in range(0, height, 2):
         row = []

@@ -26,8 +26,8 @@ def layout_report() -> dict[str, Any]:
     """``{"font": ..., "pillow": ..., "screens": {name: layout}}`` for every sample and geometry."""
     import PIL
 
-    from hardware.layout import font_source
     from hardware.screens import GEOMETRIES, SAMPLES, plan
+    from hardware.screens.fonts import font_source
 
     screens: dict[str, Any] = {}
     for name, view in SAMPLES.items():

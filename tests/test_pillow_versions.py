@@ -102,7 +102,7 @@ def test_every_screen_has_the_same_layout_under_both_pillows(debian_venv):
 FALLBACK = """
 import logging, sys, tempfile
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
-from hardware import layout
+from hardware.screens import fonts as layout
 layout.FONT_FILES = ("/nonexistent/DejaVuSans.ttf",)
 from hardware.screens import write_gallery
 written = write_gallery(tempfile.mkdtemp())

@@ -23,11 +23,10 @@ from agent.ui import (
     SignedInView,
     SignInView,
     StatusView,
+    format_duration,
 )
-from hardware import layout as layout_module
 from hardware import screens
 from hardware.console import half_blocks
-from hardware.layout import ELLIPSIS
 from hardware.screens import (
     GEOMETRIES,
     LONG_ACCOUNT,
@@ -35,6 +34,7 @@ from hardware.screens import (
     USGOV_DEVICE_URI,
     display_address,
     display_code,
+    drawing,
     layout,
     plan,
     qr_payload,
@@ -43,6 +43,8 @@ from hardware.screens import (
     text_pages,
     write_gallery,
 )
+from hardware.screens import wrapping as layout_module
+from hardware.screens.fonts import ELLIPSIS
 
 PIXEL = [g for g in GEOMETRIES if g.mode != "text"]
 CHARS = [g for g in GEOMETRIES if g.mode == "text"]
@@ -202,7 +204,7 @@ def test_small_colour_panel_text_is_crisp(name):
     for line in p.lines:
         colours = {c for _, c in image.crop(
             (line.box.left, line.box.top, line.box.right, line.box.bottom)).getcolors(4096)}
-        assert colours == {(0, 0, 0), screens._colour(line.role, "1")}, (line.text, colours)
+        assert colours == {(0, 0, 0), drawing.colour(line.role, "1")}, (line.text, colours)
 
 
 def test_crisp_text_gives_way_to_keep_the_qr_code():
@@ -255,7 +257,7 @@ def test_countdown_bar_shrinks_with_time():
 
     def filled(v) -> int:
         row = render(v, size, "RGB").crop((track.left, track.top, track.right, track.top + 1))
-        title = screens._COLOURS["title"]
+        title = drawing._COLOURS["title"]
         return sum(1 for x in range(row.width) if row.getpixel((x, 0)) == title)
 
     assert filled(full) == track.width
@@ -313,7 +315,7 @@ def test_half_blocks_pair_rows():
 
 def test_importing_hardware_loads_no_heavy_modules():
     code = ("import sys, hardware, hardware.screens, hardware.display, hardware.button, hardware.led, "
-            "hardware.layout, hardware.errors, "
+            "hardware.screens.column, hardware.errors, "
             "hardware.presenter, hardware.console; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'PIL', 'luma', 'gpiozero', 'segno'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -385,10 +387,10 @@ def test_status_keeps_every_field_and_shortens_the_account_first(name, size, mod
     view = ALL_VIEWS[name]
     p = plan(view, size, mode)
     texts = [line.text for line in p.lines]
-    last = f"Sent {screens._format_duration(view.last_upload_age)} ago"
+    last = f"Sent {format_duration(view.last_upload_age)} ago"
     waiting = f"{view.outbox_depth:,} waiting"
     mqtt = "MQTT " + ("connected" if view.mqtt_connected else "offline")
-    token = f"Token {screens._format_duration(view.token_valid_for)}"
+    token = f"Token {format_duration(view.token_valid_for)}"
     for field in (last, waiting, mqtt, token):
         assert field in texts, f"{field!r} missing at {size}: {texts}"
     account = [line for line in p.lines if line.block == 1]

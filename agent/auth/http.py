@@ -28,10 +28,7 @@ go through :func:`request`, which treats the provider as a hostile peer:
 from __future__ import annotations
 
 import http.client
-import json
 import logging
-import math
-import socket
 import threading
 import time
 import zlib
@@ -41,21 +38,19 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from agent.auth.errors import (
     AnswerTooLarge,
     AnswerTooSlow,
     InsecureEndpoint,
-    InvalidAnswer,
     ProviderUnavailable,
     RedirectRefused,
     UnusableAnswer,
     origin,
     unavailable,
 )
+from agent.auth.safejson import MAX_DEPTH, not_json, parse_json
+from agent.auth.watch import Watch, current, new_session, watchdog
 from agent.errors import CancelledError
 from agent.net import is_loopback
 
@@ -69,16 +64,12 @@ log = logging.getLogger(__name__)
 #: Largest answer body read, in bytes after decompression. Discovery
 #: documents are a few KB, token answers (with an ID token) under 16 KB.
 MAX_BODY = 256 * 1024
-#: Deepest JSON nesting accepted (OAuth answers are 2 levels deep).
-MAX_DEPTH = 32
 #: Longest wait for a TCP (and TLS) connection, in seconds, within the deadline.
 CONNECT_TIMEOUT = 10.0
 #: Overall deadline of one request when the caller gives none, in seconds.
 DEFAULT_DEADLINE = 30.0
 #: Bytes read from the socket per step (compressed bytes when encoded).
 READ_CHUNK = 16 * 1024
-#: How often the watchdog looks at a cancel event during a request, in seconds.
-CANCEL_CHECK = 0.1
 
 
 @dataclass(frozen=True)
@@ -137,174 +128,6 @@ def require_secure(url: str, what: str = "endpoint") -> str:
                            "give a full https:// address")
 
 
-# -- safe JSON ------------------------------------------------------------------
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name}")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("non-finite number")
-    return value
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of *value*, without recursion."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            return deepest
-        stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
-def parse_json(body: bytes, what: str, url: str) -> Any:
-    """Parse an answer body as strict JSON (RFC 8259, UTF-8).
-
-    :raises ProviderUnavailable: not JSON (a captive portal's HTML page).
-    :raises InvalidAnswer: JSON with ``NaN``/``Infinity``/``1e999`` or
-        nested deeper than :data:`MAX_DEPTH`.
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _not_json(what, url) from None
-    try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise InvalidAnswer(f"{what} sent JSON nested too deeply, from {origin(url)}",
-                             "report this to the provider") from None
-    except ValueError as exc:       # JSONDecodeError, non-finite numbers, huge integers
-        if "non-finite" in str(exc):
-            raise InvalidAnswer(f"{what} sent a non-finite number (NaN or Infinity), "
-                                 f"from {origin(url)}", "report this to the provider") from None
-        raise _not_json(what, url) from None
-    if _depth(value) > MAX_DEPTH:
-        raise InvalidAnswer(f"{what} sent JSON nested too deeply, from {origin(url)}",
-                             "report this to the provider")
-    return value
-
-
-def _not_json(what: str, url: str) -> ProviderUnavailable:
-    return ProviderUnavailable(
-        f"{what} sent an answer that is not JSON, from {origin(url)}",
-        "check the network: a proxy or captive portal may be in the way",
-    )
-
-
-# -- the session: sockets the watchdog can reach ----------------------------------
-
-class _Watch:
-    """The sockets one request uses, so a watchdog can shut them down."""
-
-    def __init__(self) -> None:
-        self.sockets: list[socket.socket] = []
-        self.fired: str | None = None       # "deadline" or "cancel"
-        self.lock = threading.Lock()
-
-    def add(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self.lock:
-            self.sockets.append(sock)
-            fired = self.fired
-        if fired is not None:
-            _shutdown(sock)
-
-    def shut(self, why: str) -> None:
-        with self.lock:
-            if self.fired is None:
-                self.fired = why
-            sockets = list(self.sockets)
-        for sock in sockets:
-            _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        # The plain-socket shutdown, also under TLS: it wakes a blocked recv
-        # in the other thread without touching the TLS object it is using.
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-_current = threading.local()
-
-
-def _register(sock: socket.socket | None) -> None:
-    watch: _Watch | None = getattr(_current, "watch", None)
-    if watch is not None:
-        watch.add(sock)
-
-
-# The socket is recorded when it is made (or taken from the pool), not looked
-# up when the deadline passes: http.client drops conn.sock as soon as an
-# answer says it will close, while the answer is still being read from it.
-class _WatchedHTTPConnection(HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        _register(self.sock)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _register(self.sock)
-
-
-class _WatchedPoolMixin:
-    def _get_conn(self, timeout: float | None = None) -> Any:  # urllib3 internal hook
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
-        _register(getattr(conn, "sock", None))     # a kept-alive connection
-        return conn
-
-
-class _WatchedHTTPPool(_WatchedPoolMixin, HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(_WatchedPoolMixin, HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """An adapter whose connections register with the current request's watch."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool,
-                                                   "https": _WatchedHTTPSPool}
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-        return manager
-
-
-def new_session(user_agent: str) -> requests.Session:
-    """A ``requests.Session`` for identity-provider requests (watched sockets)."""
-    session = requests.Session()
-    session.headers["User-Agent"] = user_agent
-    # Small JSON answers: compression saves nothing worth a decompressor's risk;
-    # a server that compresses anyway is inflated here, bounded.
-    session.headers["Accept-Encoding"] = "identity"
-    adapter = _WatchedAdapter()
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
 
 # -- the request ----------------------------------------------------------------------
 
@@ -328,11 +151,11 @@ def request(session: requests.Session, method: str, url: str, *, what: str,
         raise CancelledError("Authentication cancelled by user")
     deadline = max(0.05, float(deadline))
     end = time.monotonic() + deadline
-    watch = _Watch()
+    watch = Watch()
     done = threading.Event()
-    guard = threading.Thread(target=_watchdog, args=(watch, done, end, cancel),
+    guard = threading.Thread(target=watchdog, args=(watch, done, end, cancel),
                              name="idp-request-deadline", daemon=True)
-    _current.watch = watch
+    current.watch = watch
     guard.start()
     response: requests.Response | None = None
     try:
@@ -342,7 +165,7 @@ def request(session: requests.Session, method: str, url: str, *, what: str,
                 allow_redirects=False, stream=True,
                 timeout=(min(CONNECT_TIMEOUT, deadline), deadline),
             )
-            _current.watch = None
+            current.watch = None
             if 300 <= response.status_code < 400:
                 raise _redirect(response, what)
             body = _read_body(response, what, url, end, max_bytes, watch)
@@ -354,7 +177,7 @@ def request(session: requests.Session, method: str, url: str, *, what: str,
         headers = {k.lower(): v for k, v in response.headers.items()}
         return Answer(status=response.status_code, url=url, body=body, headers=headers, what=what)
     finally:
-        _current.watch = None
+        current.watch = None
         done.set()
         if response is not None:
             response.close()
@@ -364,23 +187,10 @@ class _Interrupted(Exception):
     """Raised inside the read loop when the watchdog fired."""
 
 
-def _watchdog(watch: _Watch, done: threading.Event, end: float,
-              cancel: threading.Event | None) -> None:
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            watch.shut("deadline")
-            return
-        # Without a cancel event this is one wait to the deadline; with one,
-        # it looks every CANCEL_CHECK seconds while the request is in flight.
-        if done.wait(left if cancel is None else min(left, CANCEL_CHECK)):
-            return
-        if cancel is not None and cancel.is_set():
-            watch.shut("cancel")
-            return
 
 
-def _raise_for(watch: _Watch, exc: BaseException, what: str, url: str, deadline: float) -> None:
+
+def _raise_for(watch: Watch, exc: BaseException, what: str, url: str, deadline: float) -> None:
     if isinstance(exc, (RedirectRefused, AnswerTooLarge, UnusableAnswer)):
         raise exc
     if watch.fired == "cancel":
@@ -428,7 +238,7 @@ def _too_large(what: str, url: str, max_bytes: int) -> AnswerTooLarge:
 
 
 def _read_body(response: requests.Response, what: str, url: str, end: float,
-               max_bytes: int, watch: _Watch) -> bytes:
+               max_bytes: int, watch: Watch) -> bytes:
     """Read the body in chunks against the deadline; inflate, bounded."""
     length = response.headers.get("Content-Length", "")
     if length.strip().isdigit() and int(length) > max_bytes and \
@@ -463,4 +273,4 @@ def _inflate(decoder: Any, chunk: bytes, out: bytearray, max_bytes: int, what: s
         while decoder.unconsumed_tail and len(out) <= max_bytes:
             out += decoder.decompress(decoder.unconsumed_tail, max_bytes + 1 - len(out))
     except zlib.error:
-        raise _not_json(what, url) from None
+        raise not_json(what, url) from None
