@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures_hw",
     "tests.fixtures_ha",
     "tests.fixtures_service",
+    "tests.fixtures_install",
 ]
 
 

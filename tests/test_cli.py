@@ -13,48 +13,13 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from agent.cli import main
 from agent.errors import EXIT_CANCELLED, EXIT_CONFIG, EXIT_SIGN_IN, EXIT_USAGE
-
-CLIENT_ID = "11111111-2222-3333-4444-555555555555"
-REPO = Path(__file__).resolve().parent.parent
-
-
-def create(idp, name="default", *extra):
-    return main(["create-profile", "--name", name, "--client-id", CLIENT_ID,
-                 "--tenant-id", "organizations", "--authority-host", idp.base_url, *extra])
-
-
-def approve_when_issued(idp, *, decline=False):
-    def run():
-        code = idp.wait_for_code(timeout=10)
-        (idp.decline if decline else idp.approve)(code)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-def cli_env(agent_dirs, **extra):
-    env = dict(os.environ)
-    env.update({
-        "ENTRA_AGENT_CONFIG_DIR": str(agent_dirs["config"]),
-        "ENTRA_AGENT_STATE_DIR": str(agent_dirs["state"]),
-        "ENTRA_AGENT_RUNTIME_DIR": str(agent_dirs["runtime"]),
-        "PYTHONPATH": str(REPO),
-    })
-    env.pop("DEBUG", None)
-    env.update(extra)
-    return env
-
-
-CLI = [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
-
+from tests.fixtures_cli import CLI, CLIENT_ID, REPO, approve_when_issued, cli_env, create
 
 # -- profiles ---------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from agent.sandbox.idp import IdentityProvider
-from tests.test_install import REPO, make_checkout, make_root, need_root
+from tests.fixtures_install import REPO, make_checkout, make_root, need_root
 
 SCRIPT = REPO / "raspberry-pi-auth.sh"
 FAKE_BIN = REPO / "tests" / "fake-bin"
@@ -217,11 +217,8 @@ def test_sign_in_end_to_end_then_again_without_a_new_code(
 
 
 def test_piped_over_ssh_installs_from_a_wheel_with_settings_from_the_environment(
-        idp_realtime: IdentityProvider, checkout: Path, root: Path, tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
-    subprocess.run(["pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                    "-w", str(wheels), str(checkout)], check=True, capture_output=True, timeout=600)
-    (wheel,) = wheels.glob("entra_device_agent-*.whl")
+        idp_realtime: IdentityProvider, agent_wheel: Path, root: Path, tmp_path: Path) -> None:
+    wheel = agent_wheel
     elsewhere = tmp_path / "home"          # no checkout here: the script came on stdin
     elsewhere.mkdir()
     calls = tmp_path / "systemctl.calls"
