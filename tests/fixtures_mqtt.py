@@ -5,7 +5,8 @@
 :class:`Broker` with ``host``, ``port``, ``restart()`` and ``stop()``.
 ``mqtt_subscriber`` returns a factory of :class:`Subscriber`, a paho client
 that records every message (with its retained flag) and can
-``wait_for(topic, predicate, timeout)``.
+``wait_for(topic, predicate, timeout)``. :func:`mqtt_settings` is the
+``[mqtt]`` table the publisher is given, as ``agent.config`` builds it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any, Callable
 
 import pytest
 
+from agent.config import MqttConfig
+
 STARTUP_TIMEOUT = 10.0      # seconds for mosquitto to accept connections
 
 
@@ -39,6 +42,27 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def mqtt_settings(host: str, port: int, *, password: str | None = None, folder: Path | None = None,
+                  **options: Any) -> MqttConfig:
+    """The real :class:`agent.config.MqttConfig` for *host*:*port* (the other keys from *options*).
+
+    A *password* is written to a private file in *folder* (``password_file``,
+    as on a board); ``ca_file``, ``cert_file`` and ``key_file`` may be strings.
+    """
+    if password is not None:
+        if folder is None:
+            raise ValueError("a password needs a folder for its password_file")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "mqtt-password"
+        path.write_text(password, encoding="utf-8")
+        path.chmod(0o600)
+        options["password_file"] = path
+    for key in ("ca_file", "cert_file", "key_file"):
+        if isinstance(options.get(key), str):
+            options[key] = Path(options[key])
+    return MqttConfig(host=host, port=port, **options)
 
 
 class Broker:
