@@ -159,6 +159,7 @@ def test_declined_sign_in(agent_dirs, idp_realtime, capsys):
     assert "authorization_declined" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_expired_code_says_try_again(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     with IdentityProvider(interval=1, code_lifetime=2) as idp:
@@ -168,6 +169,7 @@ def test_expired_code_says_try_again(agent_dirs, capsys):
     assert "Device code expired. Please try again." in err
 
 
+@pytest.mark.slow
 def test_public_client_flows_off_gives_the_fix(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     with IdentityProvider(interval=1, public_client_flows=False) as idp:
@@ -178,6 +180,7 @@ def test_public_client_flows_off_gives_the_fix(agent_dirs, capsys):
     assert "--is-fallback-public-client true" in err
 
 
+@pytest.mark.slow
 def test_unreachable_provider_is_one_line(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     idp = IdentityProvider(interval=1).start()
@@ -236,6 +239,7 @@ def test_spinner_on_a_terminal(agent_dirs, idp_realtime):
     assert json.loads(out)["access_token"] not in text
 
 
+@pytest.mark.slow
 def test_refreshes_an_expiring_token(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     with IdentityProvider(interval=1, access_token_lifetime=200) as idp:   # < 5 minutes: due at once
@@ -249,6 +253,7 @@ def test_refreshes_an_expiring_token(agent_dirs, capsys):
         assert idp.counts["devicecode"] == 1
 
 
+@pytest.mark.slow
 def test_revoked_refresh_starts_a_new_sign_in(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     with IdentityProvider(interval=1, access_token_lifetime=200) as idp:

@@ -47,6 +47,7 @@ def root(tmp_path: Path) -> Path:
     return make_root(tmp_path / "root")
 
 
+@pytest.mark.slow
 def test_install_twice_changes_nothing_and_uninstall_leaves_the_root_as_it_was(
         checkout: Path, root: Path) -> None:
     before = tree(root)
@@ -112,6 +113,7 @@ def test_install_twice_changes_nothing_and_uninstall_leaves_the_root_as_it_was(
                              f"changed or removed: {sorted(k for k in before if after.get(k) != before[k])}")
 
 
+@pytest.mark.slow
 def test_uninstall_keeps_what_you_made_and_purge_removes_it(agent_wheel: Path, root: Path) -> None:
     run_install("--root", str(root), "--source", str(agent_wheel), "--extras", "none")
     config = root / "etc/entra-agent/agent.toml"
@@ -141,6 +143,7 @@ def test_uninstall_keeps_what_you_made_and_purge_removes_it(agent_wheel: Path, r
     assert not (root / "etc/entra-agent").exists() and not (root / "var/lib/entra-agent").exists()
 
 
+@pytest.mark.slow
 def test_purge_revokes_the_saved_sign_in_first(agent_wheel: Path, root: Path, idp) -> None:
     from agent.auth.tokens import TokenClient
     from agent.clock import FakeClock
@@ -164,6 +167,7 @@ def test_purge_revokes_the_saved_sign_in_first(agent_wheel: Path, root: Path, id
     assert not (root / "var/lib/entra-agent").exists() and not (root / "opt/entra-agent").exists()
 
 
+@pytest.mark.slow
 def test_a_changed_source_is_installed_again(checkout: Path, root: Path) -> None:
     run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
     marker = checkout / "agent" / "_install_marker.py"
@@ -201,6 +205,7 @@ def test_refuses_to_install_into_slash_unless_root() -> None:
                                      "(run it with sudo, or pass --root DIR for a scratch root)")
 
 
+@pytest.mark.slow
 def test_a_failing_pip_step_shows_pips_own_error(checkout: Path, root: Path) -> None:
     # On armhf, cbor2 6.x needed a Rust compiler and pip's reason was hidden
     # by --quiet ("see its message above" pointed at nothing). A source pip
@@ -221,6 +226,7 @@ def test_a_failing_pip_step_shows_pips_own_error(checkout: Path, root: Path) -> 
     assert f"Processing {checkout}" in before, output[-3000:]
 
 
+@pytest.mark.slow
 def test_apt_is_asked_only_for_packages_this_system_has(tmp_path: Path) -> None:
     # The lists install.sh would hand to apt-get, from this machine's apt:
     # python3-lgpio / python3-rpi-lgpio exist only in Raspberry Pi OS's archive.
@@ -251,6 +257,7 @@ def test_the_install_check_tools_are_shellcheck_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_token_users_join_the_group_that_may_read_the_token_service_secret(
         agent_wheel: Path, root: Path) -> None:
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"

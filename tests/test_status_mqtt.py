@@ -162,6 +162,7 @@ def test_broker_restart_republishes(mosquitto, mqtt_subscriber):
         pub.close()
 
 
+@pytest.mark.slow
 def test_down_broker_never_blocks_and_connects_later(tmp_path_factory, mqtt_subscriber):
     from tests.fixtures_mqtt import Broker
 
@@ -230,6 +231,7 @@ def test_home_assistant_discovery(mosquitto, mqtt_subscriber):
         pub.close()
 
 
+@pytest.mark.slow
 def test_refused_connection_is_reported_not_fatal(tmp_path_factory):
     from tests.fixtures_mqtt import Broker
 
