@@ -72,10 +72,11 @@ class Broker:
 
     def __init__(self, workdir: Path, port: int | None = None, *, extra_config: str = "",
                  anonymous: bool = True) -> None:
-        self.binary = shutil.which("mosquitto") or (
+        binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-        if self.binary is None:
+        if binary is None:
             pytest.fail("the mosquitto broker is not installed (apt-get install mosquitto)")
+        self.binary: str = binary
         self.workdir = workdir
         self.port = port or free_port()
         self.config = workdir / "mosquitto.conf"
