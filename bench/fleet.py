@@ -56,12 +56,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.clock import FakeClock  # noqa: E402
+from agent.config import MqttConfig  # noqa: E402
 from agent.sandbox.receiver import TelemetryReceiver  # noqa: E402
 from agent.status import SensorInfo, StatusPublisher, reconnect_policy  # noqa: E402
 from agent.telemetry.outbox import Outbox  # noqa: E402
@@ -100,24 +100,6 @@ class ScaledClock:
         left = (modelled - self.monotonic()) / self.speed
         if left > 0:
             time.sleep(left)
-
-
-@dataclass
-class Settings:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    topic_prefix: str = "fleet"
-    homeassistant_discovery: bool = True
-    publish_user_code: bool = False
-    keepalive: int = 60
-
-    def password(self) -> str | None:
-        return None
 
 
 class Mosquitto:
@@ -200,7 +182,7 @@ def mqtt_worker(first: int, count: int, port: int, t0: float, speed: float) -> i
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
 
-    settings = Settings("127.0.0.1", port)
+    settings = MqttConfig(host="127.0.0.1", port=port, topic_prefix="fleet", homeassistant_discovery=True)
     pubs = []
     for i in range(first, first + count):
         pub = StatusPublisher(settings, device_id=f"dev-{i:04d}", sensors=[SensorInfo("uptime", "s")],

@@ -22,39 +22,18 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.config import MqttConfig  # noqa: E402
 from agent.homeassistant import DeviceInfo, KeyInfo, SensorInfo  # noqa: E402
 from agent.status import StatusPublisher  # noqa: E402
 from tests.fixtures_ha import HomeAssistant, ha_venv  # noqa: E402
 from tests.fixtures_mqtt import Broker  # noqa: E402
 
 WARNING = re.compile(r"\b(WARNING|ERROR)\b")
-
-
-@dataclass
-class Settings:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    topic_prefix: str = "entra-agent"
-    homeassistant_discovery: bool = True
-    homeassistant_prefix: str = "homeassistant"
-    homeassistant_new_code_button: bool = False
-    homeassistant_sign_out_button: bool = False
-    publish_user_code: bool = False
-    keepalive: int = 30
-
-    def password(self) -> None:
-        return None
 
 
 def legacy_configs(device_id: str) -> dict[str, dict]:
@@ -116,7 +95,8 @@ def run_current(ha: HomeAssistant, broker: Broker, rounds: int, every: float) ->
                SensorInfo("soc_missing", "°C", device_class="temperature"),
                SensorInfo("env", "°C", device_class="temperature", multi=None,
                           keys={"humidity": KeyInfo(unit="%", device_class="humidity")})]
-    pub = StatusPublisher(Settings(broker.host, broker.port), device_id="new-device",
+    pub = StatusPublisher(MqttConfig(host=broker.host, port=broker.port, homeassistant_discovery=True, keepalive=30),
+                          device_id="new-device",
                           sensors=sensors, device=DeviceInfo("new-device", "now"),
                           first_connect_jitter=0.0)
     pub.start()

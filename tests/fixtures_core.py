@@ -1,8 +1,9 @@
-"""Fixtures for the sign-in core: the local identity provider."""
+"""Fixtures for the sign-in core: the local identity provider; and :func:`wait_until`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -43,3 +44,17 @@ def receiver_realtime(idp_realtime: IdentityProvider) -> Iterator[TelemetryRecei
     """The telemetry receiver validating tokens of ``idp_realtime`` (real clock)."""
     with TelemetryReceiver(token_validator=idp_realtime.validate_access_token) as server:
         yield server
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll *predicate* (every 20 ms, real time) until it is true or *timeout* seconds pass.
+
+    For what another thread or process does on its own schedule (a broker, a
+    paho network thread); never to wait out an interval of the agent's clock.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False

@@ -5,7 +5,8 @@
 :class:`Broker` with ``host``, ``port``, ``restart()`` and ``stop()``.
 ``mqtt_subscriber`` returns a factory of :class:`Subscriber`, a paho client
 that records every message (with its retained flag) and can
-``wait_for(topic, predicate, timeout)``.
+``wait_for(topic, predicate, timeout)``. :func:`mqtt_settings` is the
+``[mqtt]`` table the publisher is given, as ``agent.config`` builds it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+from agent.config import MqttConfig
 
 STARTUP_TIMEOUT = 10.0      # seconds for mosquitto to accept connections
 
@@ -41,6 +44,27 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
+def mqtt_settings(host: str, port: int, *, password: str | None = None, folder: Path | None = None,
+                  **options: Any) -> MqttConfig:
+    """The real :class:`agent.config.MqttConfig` for *host*:*port* (the other keys from *options*).
+
+    A *password* is written to a private file in *folder* (``password_file``,
+    as on a board); ``ca_file``, ``cert_file`` and ``key_file`` may be strings.
+    """
+    if password is not None:
+        if folder is None:
+            raise ValueError("a password needs a folder for its password_file")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "mqtt-password"
+        path.write_text(password, encoding="utf-8")
+        path.chmod(0o600)
+        options["password_file"] = path
+    for key in ("ca_file", "cert_file", "key_file"):
+        if isinstance(options.get(key), str):
+            options[key] = Path(options[key])
+    return MqttConfig(host=host, port=port, **options)
+
+
 class Broker:
     """A mosquitto process on 127.0.0.1 that can be stopped and restarted."""
 
@@ -48,10 +72,11 @@ class Broker:
 
     def __init__(self, workdir: Path, port: int | None = None, *, extra_config: str = "",
                  anonymous: bool = True) -> None:
-        self.binary = shutil.which("mosquitto") or (
+        binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-        if self.binary is None:
+        if binary is None:
             pytest.fail("the mosquitto broker is not installed (apt-get install mosquitto)")
+        self.binary: str = binary
         self.workdir = workdir
         self.port = port or free_port()
         self.config = workdir / "mosquitto.conf"

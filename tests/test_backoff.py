@@ -172,37 +172,17 @@ def test_mqtt_reconnects_wait_what_the_policy_draws_not_pahos_doubling():
     """Against a port nobody listens on, every wait between attempts is a jittered draw."""
     import socket
     import time
-    from dataclasses import dataclass
 
+    from agent.config import MqttConfig
     from agent.status import StatusPublisher, reconnect_policy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         nobody = s.getsockname()[1]
 
-    @dataclass
-    class Settings:
-        host: str = "127.0.0.1"
-        port: int = nobody
-        tls: bool = False
-        username: str | None = None
-        ca_file: str | None = None
-        cert_file: str | None = None
-        key_file: str | None = None
-        topic_prefix: str = "entra-agent"
-        homeassistant_discovery: bool = False
-        homeassistant_prefix: str = "homeassistant"
-        homeassistant_new_code_button: bool = False
-        homeassistant_sign_out_button: bool = False
-        publish_user_code: bool = False
-        keepalive: int = 30
-
-        def password(self) -> None:
-            return None
-
     clock = FakeClock()
     policy = reconnect_policy(60.0)
-    pub = StatusPublisher(Settings(), device_id="dev-1", first_connect_jitter=0.0, reconnect=policy,
+    pub = StatusPublisher(MqttConfig(host="127.0.0.1", port=nobody, keepalive=30), device_id="dev-1", first_connect_jitter=0.0, reconnect=policy,
                           clock=clock, rng=random.Random(3))
     pub.start()
     deadline = time.monotonic() + 10

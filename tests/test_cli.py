@@ -13,48 +13,13 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from agent.cli import main
 from agent.errors import EXIT_CANCELLED, EXIT_CONFIG, EXIT_SIGN_IN, EXIT_USAGE
-
-CLIENT_ID = "11111111-2222-3333-4444-555555555555"
-REPO = Path(__file__).resolve().parent.parent
-
-
-def create(idp, name="default", *extra):
-    return main(["create-profile", "--name", name, "--client-id", CLIENT_ID,
-                 "--tenant-id", "organizations", "--authority-host", idp.base_url, *extra])
-
-
-def approve_when_issued(idp, *, decline=False):
-    def run():
-        code = idp.wait_for_code(timeout=10)
-        (idp.decline if decline else idp.approve)(code)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-def cli_env(agent_dirs, **extra):
-    env = dict(os.environ)
-    env.update({
-        "ENTRA_AGENT_CONFIG_DIR": str(agent_dirs["config"]),
-        "ENTRA_AGENT_STATE_DIR": str(agent_dirs["state"]),
-        "ENTRA_AGENT_RUNTIME_DIR": str(agent_dirs["runtime"]),
-        "PYTHONPATH": str(REPO),
-    })
-    env.pop("DEBUG", None)
-    env.update(extra)
-    return env
-
-
-CLI = [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
-
+from tests.fixtures_cli import CLI, CLIENT_ID, REPO, approve_when_issued, cli_env, create
 
 # -- profiles ---------------------------------------------------------------
 
@@ -194,6 +159,7 @@ def test_declined_sign_in(agent_dirs, idp_realtime, capsys):
     assert "authorization_declined" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_expired_code_says_try_again(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     with IdentityProvider(interval=1, code_lifetime=2) as idp:
@@ -203,6 +169,7 @@ def test_expired_code_says_try_again(agent_dirs, capsys):
     assert "Device code expired. Please try again." in err
 
 
+@pytest.mark.slow
 def test_public_client_flows_off_gives_the_fix(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     with IdentityProvider(interval=1, public_client_flows=False) as idp:
@@ -213,6 +180,7 @@ def test_public_client_flows_off_gives_the_fix(agent_dirs, capsys):
     assert "--is-fallback-public-client true" in err
 
 
+@pytest.mark.slow
 def test_unreachable_provider_is_one_line(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     idp = IdentityProvider(interval=1).start()
@@ -271,6 +239,7 @@ def test_spinner_on_a_terminal(agent_dirs, idp_realtime):
     assert json.loads(out)["access_token"] not in text
 
 
+@pytest.mark.slow
 def test_refreshes_an_expiring_token(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     with IdentityProvider(interval=1, access_token_lifetime=200) as idp:   # < 5 minutes: due at once
@@ -284,6 +253,7 @@ def test_refreshes_an_expiring_token(agent_dirs, capsys):
         assert idp.counts["devicecode"] == 1
 
 
+@pytest.mark.slow
 def test_revoked_refresh_starts_a_new_sign_in(agent_dirs, capsys):
     from agent.sandbox.idp import IdentityProvider
     with IdentityProvider(interval=1, access_token_lifetime=200) as idp:

@@ -22,7 +22,7 @@ import pytest
 from agent.cli import main
 from agent.errors import EXIT_CONFIG, EXIT_USAGE
 from agent.sandbox.idp import IdentityProvider
-from tests.test_cli import CLI, CLIENT_ID, REPO, approve_when_issued, cli_env, create
+from tests.fixtures_cli import CLI, CLIENT_ID, REPO, approve_when_issued, cli_env, create
 
 
 def _bin_dir(tmp_path: Path) -> Path:

@@ -25,24 +25,9 @@ from agent.config import (
     load_config,
 )
 from agent.errors import ConfigError
+from tests.fixtures_config import error_of, write
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "agent.toml.example"
-
-
-def write(tmp_path: Path, text: str, name: str = "agent.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def error_of(tmp_path: Path, text: str) -> str:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: ")
-    return message
 
 
 # ---------------------------------------------------------------- the example

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import KeyConfig, load_config
-from tests.test_config import error_of, write
+from tests.fixtures_config import error_of, write
 
 ENV = '''
 [[sensors]]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("PIL", "luma", "gpiozero", "segno", "zxingcpp")
 
@@ -36,6 +38,7 @@ def test_core_imports_load_no_heavy_module():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_demo_runs_without_any_extra():
     result = run(BLOCK + "from agent.__main__ import main\n"
                  "sys.exit(main(['demo', '--approve-after', '1', '--duration', '8', '--interval', '1']))",

@@ -9,14 +9,16 @@ import time
 from agent.backoff import Backoff
 from agent.homeassistant import DeviceInfo, SensorInfo
 from agent.status import StatusPublisher
-from tests.test_status_mqtt import Settings, wait_until
+from tests.fixtures_core import wait_until
+from tests.fixtures_mqtt import mqtt_settings
 
 DEVICE = DeviceInfo("dev-1", "1.0", model="Test Board", hw_version="2")
 
 
 def publisher(broker, record, sensors, commands=None, **kw) -> StatusPublisher:
-    settings = Settings(broker.host, broker.port, homeassistant_discovery=kw.pop("discovery", True),
-                        **kw)
+    kw.setdefault("keepalive", 30)
+    settings = mqtt_settings(broker.host, broker.port, homeassistant_discovery=kw.pop("discovery", True),
+                             **kw)
     pub = StatusPublisher(settings, device_id="dev-1", sensors=sensors, announced_path=record,
                           device=DEVICE, on_command=(commands.append if commands is not None else None),
                           first_connect_jitter=0.0, reconnect=Backoff(base=1.0, cap=1.0, minimum=0.5))

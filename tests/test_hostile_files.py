@@ -23,7 +23,7 @@ from agent.cli import main
 from agent.errors import EXIT_CONFIG, EXIT_OK, EXIT_STORAGE
 from agent.profiles import Profile, ProfileStore
 from agent.textsafe import is_clean
-from tests.test_cli import CLI, CLIENT_ID, cli_env
+from tests.fixtures_cli import CLI, CLIENT_ID, cli_env
 
 GOOD_TOKENS = {"version": 1, "client_id": CLIENT_ID, "access_token": "AT", "token_type": "Bearer",
                "expires_at": 4_000_000_000.0, "scope": ["User.Read"], "refresh_token": "RT",

@@ -8,13 +8,12 @@ running systemd). Running it twice must change nothing, byte for byte and
 timestamp for timestamp; ``--uninstall`` must leave the root as it was, except
 for what the person made.
 
-Helpers here (``make_checkout``, ``make_root``, ``tree``) are shared with
-tests/test_raspberry_pi_auth.py.
+The helpers (``make_checkout``, ``make_root``, ``tree``, the ``agent_wheel``
+fixture) live in tests/fixtures_install.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -24,62 +23,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-INSTALL = REPO / "deploy" / "install.sh"
-HOST_UNITS = Path("/lib/systemd/system")
-
-# What a checkout of the project holds that an install needs.
-CHECKOUT_PARTS = ["pyproject.toml", "README.md", "agent", "hardware", "deploy", "raspberry-pi-auth.sh"]
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
-
-
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("installs root-owned files and checks their owner: run as root (CI does)")
-
-
-def make_checkout(dest: Path) -> Path:
-    """A copy of this checkout (pip builds in the tree it is given; not in ours)."""
-    dest.mkdir(parents=True)
-    for part in CHECKOUT_PARTS:
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=IGNORE)
-        else:
-            shutil.copy2(src, dest / part)
-    return dest
-
-
-def make_root(dest: Path) -> Path:
-    """A scratch root shaped like a fresh Raspberry Pi OS: the folders that exist
-    there, systemd's own units (so ``systemctl --root`` and ``systemd-analyze
-    --root`` find multi-user.target) and one other enabled service."""
-    for folder in ("etc/systemd/system/multi-user.target.wants", "usr/local/bin", "opt",
-                   "var/lib", "run", "usr/lib/systemd"):
-        (dest / folder).mkdir(parents=True, exist_ok=True)
-    shutil.copytree(HOST_UNITS, dest / "usr/lib/systemd/system", symlinks=True)
-    (dest / "etc/systemd/system/multi-user.target.wants/ssh.service").symlink_to(
-        "/lib/systemd/system/ssh.service")
-    return dest
-
-
-def tree(root: Path) -> dict[str, tuple]:
-    """Every path under *root*: type, mode, owner, link target, and for files
-    their SHA-256 and modification time (a rewrite with the same bytes counts)."""
-    listing: dict[str, tuple] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(st.st_mode):
-                listing[rel] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                listing[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_uid)
-            else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                listing[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_uid, digest, st.st_mtime_ns)
-    return listing
+from tests.fixtures_install import INSTALL, REPO, make_checkout, make_root, need_root, tree
 
 
 def run_install(*args: str, check: bool = True, env: dict[str, str] | None = None,
@@ -103,6 +47,7 @@ def root(tmp_path: Path) -> Path:
     return make_root(tmp_path / "root")
 
 
+@pytest.mark.slow
 def test_install_twice_changes_nothing_and_uninstall_leaves_the_root_as_it_was(
         checkout: Path, root: Path) -> None:
     before = tree(root)
@@ -168,8 +113,9 @@ def test_install_twice_changes_nothing_and_uninstall_leaves_the_root_as_it_was(
                              f"changed or removed: {sorted(k for k in before if after.get(k) != before[k])}")
 
 
-def test_uninstall_keeps_what_you_made_and_purge_removes_it(checkout: Path, root: Path) -> None:
-    run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
+@pytest.mark.slow
+def test_uninstall_keeps_what_you_made_and_purge_removes_it(agent_wheel: Path, root: Path) -> None:
+    run_install("--root", str(root), "--source", str(agent_wheel), "--extras", "none")
     config = root / "etc/entra-agent/agent.toml"
     config.write_text(config.read_text() + '\n[button]\npin = 22\n')
     tokens = root / "var/lib/entra-agent/tokens"
@@ -178,7 +124,7 @@ def test_uninstall_keeps_what_you_made_and_purge_removes_it(checkout: Path, root
 
     # Your own config survives a reinstall untouched.
     mine = config.read_bytes()
-    run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
+    run_install("--root", str(root), "--source", str(agent_wheel), "--extras", "none")
     assert config.read_bytes() == mine
 
     kept = run_install("--root", str(root), "--uninstall")
@@ -197,13 +143,14 @@ def test_uninstall_keeps_what_you_made_and_purge_removes_it(checkout: Path, root
     assert not (root / "etc/entra-agent").exists() and not (root / "var/lib/entra-agent").exists()
 
 
-def test_purge_revokes_the_saved_sign_in_first(checkout: Path, root: Path, idp) -> None:
+@pytest.mark.slow
+def test_purge_revokes_the_saved_sign_in_first(agent_wheel: Path, root: Path, idp) -> None:
     from agent.auth.tokens import TokenClient
     from agent.clock import FakeClock
     from agent.profiles import Profile, ProfileStore
     from agent.tokenstore import TokenStore
 
-    run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
+    run_install("--root", str(root), "--source", str(agent_wheel), "--extras", "none")
     # A board signed in to an OpenID provider (the sandbox lists RFC 7009's endpoint).
     profile = Profile(name="raspberry-pi", client_id="device-agent",
                       issuer=idp.issuer("organizations"))
@@ -220,6 +167,7 @@ def test_purge_revokes_the_saved_sign_in_first(checkout: Path, root: Path, idp) 
     assert not (root / "var/lib/entra-agent").exists() and not (root / "opt/entra-agent").exists()
 
 
+@pytest.mark.slow
 def test_a_changed_source_is_installed_again(checkout: Path, root: Path) -> None:
     run_install("--root", str(root), "--source", str(checkout), "--extras", "none")
     marker = checkout / "agent" / "_install_marker.py"
@@ -257,6 +205,7 @@ def test_refuses_to_install_into_slash_unless_root() -> None:
                                      "(run it with sudo, or pass --root DIR for a scratch root)")
 
 
+@pytest.mark.slow
 def test_a_failing_pip_step_shows_pips_own_error(checkout: Path, root: Path) -> None:
     # On armhf, cbor2 6.x needed a Rust compiler and pip's reason was hidden
     # by --quiet ("see its message above" pointed at nothing). A source pip
@@ -277,6 +226,7 @@ def test_a_failing_pip_step_shows_pips_own_error(checkout: Path, root: Path) -> 
     assert f"Processing {checkout}" in before, output[-3000:]
 
 
+@pytest.mark.slow
 def test_apt_is_asked_only_for_packages_this_system_has(tmp_path: Path) -> None:
     # The lists install.sh would hand to apt-get, from this machine's apt:
     # python3-lgpio / python3-rpi-lgpio exist only in Raspberry Pi OS's archive.
@@ -307,21 +257,22 @@ def test_the_install_check_tools_are_shellcheck_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_token_users_join_the_group_that_may_read_the_token_service_secret(
-        checkout: Path, root: Path) -> None:
+        agent_wheel: Path, root: Path) -> None:
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
                                      "alice:x:1001:1001::/home/alice:/bin/sh\n"
                                      "bob:x:1002:1002::/home/bob:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\nalice:x:1001:\nbob:x:1002:\n")
     before = tree(root)
-    unknown = run_install("--root", str(root), "--source", str(checkout), "--token-users", "carol",
+    unknown = run_install("--root", str(root), "--source", str(agent_wheel), "--token-users", "carol",
                           check=False)
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == ("install.sh: error: no user 'carol' on this system "
                                       "(create it first: sudo adduser carol)")
     assert tree(root) == before, "a refused run changed the root"
 
-    first = run_install("--root", str(root), "--source", str(checkout), "--extras", "none",
+    first = run_install("--root", str(root), "--source", str(agent_wheel), "--extras", "none",
                         "--token-users", "alice", "bob")
     assert "created the group entra-agent-tokens" in first.stderr
     groups = {line.split(":")[0]: line.split(":") for line in (root / "etc/group").read_text().splitlines()}
@@ -334,7 +285,7 @@ def test_token_users_join_the_group_that_may_read_the_token_service_secret(
     content = secret.read_bytes()
 
     # Again: nothing changes (same secret, no second membership).
-    again = run_install("--root", str(root), "--source", str(checkout), "--extras", "none",
+    again = run_install("--root", str(root), "--source", str(agent_wheel), "--extras", "none",
                         "--token-users", "alice")
     assert "added" not in again.stderr and secret.read_bytes() == content
     assert (root / "etc/group").read_text().count("alice,bob") == 1

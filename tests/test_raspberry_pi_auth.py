@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from agent.sandbox.idp import IdentityProvider
-from tests.test_install import REPO, make_checkout, make_root, need_root
+from tests.fixtures_install import REPO, make_checkout, make_root, need_root
 
 SCRIPT = REPO / "raspberry-pi-auth.sh"
 FAKE_BIN = REPO / "tests" / "fake-bin"
@@ -117,6 +117,7 @@ def root(tmp_path: Path) -> Path:
     return make_root(tmp_path / "root")
 
 
+@pytest.mark.slow
 def test_shell_scripts_are_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed (apt-get install shellcheck): CI must have it"
@@ -126,6 +127,7 @@ def test_shell_scripts_are_shellcheck_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_sign_in_end_to_end_then_again_without_a_new_code(
         idp_realtime: IdentityProvider, checkout: Path, root: Path, tmp_path: Path) -> None:
     calls = tmp_path / "systemctl.calls"
@@ -216,12 +218,10 @@ def test_sign_in_end_to_end_then_again_without_a_new_code(
     assert recorded(calls) == []
 
 
+@pytest.mark.slow
 def test_piped_over_ssh_installs_from_a_wheel_with_settings_from_the_environment(
-        idp_realtime: IdentityProvider, checkout: Path, root: Path, tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
-    subprocess.run(["pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                    "-w", str(wheels), str(checkout)], check=True, capture_output=True, timeout=600)
-    (wheel,) = wheels.glob("entra_device_agent-*.whl")
+        idp_realtime: IdentityProvider, agent_wheel: Path, root: Path, tmp_path: Path) -> None:
+    wheel = agent_wheel
     elsewhere = tmp_path / "home"          # no checkout here: the script came on stdin
     elsewhere.mkdir()
     calls = tmp_path / "systemctl.calls"
@@ -259,6 +259,7 @@ def test_piped_with_nothing_to_install_from_says_to_pass_source(root: Path, tmp_
     assert not (root / "opt/entra-agent").exists() and recorded(calls) == []
 
 
+@pytest.mark.slow
 def test_a_run_that_failed_before_sign_in_can_be_mended_by_running_again(
         idp_realtime: IdentityProvider, checkout: Path, root: Path, tmp_path: Path) -> None:
     # A typo in the login host (or tenant) makes the first run fail before

@@ -8,54 +8,23 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 
 import pytest
 
 from agent.backoff import Backoff
 from agent.status import SensorInfo, StatusPublisher
-
-
-@dataclass
-class Settings:
-    """The [mqtt] values the publisher reads (the shape of agent.config.MqttConfig)."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    topic_prefix: str = "entra-agent"
-    homeassistant_discovery: bool = False
-    homeassistant_prefix: str = "homeassistant"
-    homeassistant_new_code_button: bool = False
-    homeassistant_sign_out_button: bool = False
-    publish_user_code: bool = False
-    keepalive: int = 30
-    password_value: str | None = None
-
-    def password(self) -> str | None:
-        return self.password_value
+from tests.fixtures_core import wait_until
+from tests.fixtures_mqtt import mqtt_settings
 
 
 def make_publisher(broker, **kw) -> StatusPublisher:
     sensors = kw.pop("sensors", ())
     changes = kw.pop("changes", None)
-    settings = Settings(broker.host, broker.port, **kw)
+    kw.setdefault("keepalive", 30)
+    settings = mqtt_settings(broker.host, broker.port, **kw)
     return StatusPublisher(settings, device_id="dev-1", sensors=sensors,
                            on_connection_change=(changes.append if changes is not None else None),
                            first_connect_jitter=0.0, reconnect=Backoff(base=1.0, cap=1.0, minimum=0.5))
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_online_and_state_are_retained(mosquitto, mqtt_subscriber):
@@ -141,11 +110,11 @@ def test_close_is_not_reported_as_a_lost_connection(mosquitto, caplog):
 
 
 PUBLISHER_SCRIPT = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from test_status_mqtt import Settings
+    import time
+    from agent.config import MqttConfig
     from agent.status import StatusPublisher
-    pub = StatusPublisher(Settings("127.0.0.1", {port}), device_id="dev-1", first_connect_jitter=0)
+    pub = StatusPublisher(MqttConfig(host="127.0.0.1", port={port}, keepalive=30), device_id="dev-1",
+                          first_connect_jitter=0)
     pub.start()
     while not pub.is_connected:
         time.sleep(0.05)
@@ -157,7 +126,7 @@ PUBLISHER_SCRIPT = textwrap.dedent("""
 
 def test_last_will_after_sigkill(mosquitto, mqtt_subscriber):
     sub = mqtt_subscriber(mosquitto, ["entra-agent/dev-1/availability"])
-    script = PUBLISHER_SCRIPT.format(tests=os.path.dirname(__file__), port=mosquitto.port)
+    script = PUBLISHER_SCRIPT.format(port=mosquitto.port)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "up"
@@ -193,6 +162,7 @@ def test_broker_restart_republishes(mosquitto, mqtt_subscriber):
         pub.close()
 
 
+@pytest.mark.slow
 def test_down_broker_never_blocks_and_connects_later(tmp_path_factory, mqtt_subscriber):
     from tests.fixtures_mqtt import Broker
 
@@ -261,6 +231,7 @@ def test_home_assistant_discovery(mosquitto, mqtt_subscriber):
         pub.close()
 
 
+@pytest.mark.slow
 def test_refused_connection_is_reported_not_fatal(tmp_path_factory):
     from tests.fixtures_mqtt import Broker
 
@@ -295,7 +266,7 @@ def test_idle_connection_survives_keepalive(mosquitto):
         pub.close()
 
 
-def test_tls_client_certificate_and_password(mosquitto_tls, mqtt_subscriber):
+def test_tls_client_certificate_and_password(mosquitto_tls, mqtt_subscriber, tmp_path):
     certs = mosquitto_tls.certs
     tls = dict(ca_file=str(certs["ca.crt"]), cert_file=str(certs["client.crt"]),
                key_file=str(certs["client.key"]))
@@ -303,7 +274,8 @@ def test_tls_client_certificate_and_password(mosquitto_tls, mqtt_subscriber):
                           tls=dict(ca_certs=tls["ca_file"], certfile=tls["cert_file"],
                                    keyfile=tls["key_file"]),
                           username="dev-1", password="s3cret-pw")
-    pub = make_publisher(mosquitto_tls, tls=True, username="dev-1", password_value="s3cret-pw", **tls)
+    pub = make_publisher(mosquitto_tls, tls=True, username="dev-1", password="s3cret-pw",
+                         folder=tmp_path / "secrets", **tls)
     pub.start()
     try:
         assert wait_until(lambda: pub.is_connected)
@@ -318,11 +290,11 @@ def test_tls_or_password_refused_is_not_fatal(mosquitto_tls, tmp_path, change):
     from tests.fixtures_mqtt import make_certificates
 
     certs = mosquitto_tls.certs
-    options = dict(tls=True, username="dev-1", password_value="s3cret-pw",
+    options = dict(tls=True, username="dev-1", password="s3cret-pw", folder=tmp_path / "secrets",
                    ca_file=str(certs["ca.crt"]), cert_file=str(certs["client.crt"]),
                    key_file=str(certs["client.key"]))
     if change == "password":
-        options["password_value"] = "wrong"
+        options["password"] = "wrong"
     elif change == "ca":
         options["ca_file"] = str(make_certificates(tmp_path / "other")["ca.crt"])
     else:

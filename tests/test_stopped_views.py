@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from agent import ui
-from agent.report import status_line, stopped_view
 from agent.service import SIGN_IN_RETRY_DELAY, SIGN_IN_STOPPED
 from hardware.screens import GEOMETRIES, layout, render_text
 from tests.fixtures_service import in_state
@@ -50,14 +49,6 @@ def test_error_view_says_the_hint_only_when_given():
     assert ui.describe(ui.ErrorView("boom")) == ["Error: boom"]
     assert ui.describe(ui.ErrorView("boom", button=False, retry_in=60.0)) == [
         "Error: boom (new code in 1m 00s)"]
-
-
-def test_report_fills_in_the_truth():
-    assert stopped_view(ui.ExpiredView(), button=False, retry_in=900.0) == ui.ExpiredView(
-        button=False, retry_in=900.0)
-    assert stopped_view(ui.ProgressView("x"), button=False, retry_in=1.0) == ui.ProgressView("x")
-    assert "button" not in status_line(state=SIGN_IN_STOPPED, tokens=None, authorization=None,
-                                       device_id="d", button=False)
 
 
 def test_service_without_a_button_says_the_timer(make_service, idp):

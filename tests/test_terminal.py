@@ -21,7 +21,7 @@ import pytest
 
 from agent import termui, ui
 from agent.listing import profiles_text as _profiles_text
-from tests.test_cli import CLI, cli_env, create
+from tests.fixtures_cli import CLI, cli_env, create
 
 ROWS = 60
 

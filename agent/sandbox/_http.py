@@ -141,7 +141,7 @@ class SandboxServer:
                 for key, _ in selector.select():
                     if key.fileobj is server and not self.stopping.is_set():
                         # Accepts one connection and hands it to a new thread.
-                        server._handle_request_noblock()
+                        server._handle_request_noblock()  # type: ignore[attr-defined]  # socketserver's own, untyped
 
     def stop(self) -> None:
         if self._server is None:

@@ -236,7 +236,8 @@ class TelemetryReceiver(SandboxService):
         if self.fail_rate and self._random.random() < self.fail_rate:
             return 503, {"error": "unavailable", "error_description": "scripted outage (fail_rate)"}, {}
         if self.token_validator is not None:
-            token = authorization.split(" ", 1)[1].strip() if scheme.lower() == "bearer" and " " in (authorization or "") else ""
+            header = authorization or ""
+            token = header.split(" ", 1)[1].strip() if scheme.lower() == "bearer" and " " in header else ""
             # Called with our lock held: the idp's validator takes only its own
             # lock and never calls back here, so the lock order is fixed.
             if not token or self.token_validator(token) is None:
