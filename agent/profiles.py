@@ -13,11 +13,8 @@ it), one table per profile::
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import tempfile
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -160,7 +157,7 @@ class ProfileStore:
         self.path = Path(path)
 
     def _read(self) -> dict[str, dict[str, Any]]:
-        from agent.safefile import FileTooLarge, NotRegularFile, read_regular
+        from agent.fileio import FileTooLarge, NotRegularFile, read_regular
         try:
             raw = read_regular(self.path)
         except FileNotFoundError:
@@ -270,25 +267,11 @@ class ProfileStore:
         return True
 
     def _write(self, profiles: dict[str, dict[str, Any]]) -> None:
+        from agent.fileio import write_atomic
         text = _dump(profiles)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".profiles.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fchmod(f.fileno(), 0o644)   # no secrets in it; readable so users can list
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # 0644: no secrets in it; readable so users can list the profiles.
+        write_atomic(self.path, text.encode("utf-8"), mode=0o644)
 
 
 def _shown(value: Any) -> str:
