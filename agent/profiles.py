@@ -146,6 +146,9 @@ class Profile:
         return {"name": self.name, **self.to_table(), "authority": self.authority}
 
 
+# (`list` inside ProfileStore is its method: name the type out here.)
+_Names = list[str]
+
 _KEYS = {"client_id", "tenant_id", "cloud", "issuer", "authority_host", "scopes",
          "default_flow", "offline_access"}
 
@@ -232,7 +235,8 @@ class ProfileStore:
         """Every profile, sorted by name."""
         return [self._build(n, t) for n, t in sorted(self._read().items())]
 
-    def names(self) -> list[str]:
+    def names(self) -> _Names:
+        """The names of every profile, sorted."""
         return sorted(self._read())
 
     def get(self, name: str, *, hint: str | None = None) -> Profile:
