@@ -50,23 +50,20 @@ Readings that the endpoint refuses for good are moved to a dead-letter table
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sqlite3
 import threading
-from collections import deque
 from pathlib import Path
 
 from agent.errors import StorageError
+from agent.telemetry.memoryqueue import MemoryQueue
+from agent.telemetry.outboxbounds import MEMORY_READINGS_MAX, UNSAVED_READINGS_MAX, Bounds
 from agent.telemetry.outboxdb import (
     SCHEMA_VERSION,
     Entry,
     StorageUnavailable,
     decode,
     encode,
-    short,
-    storage_trouble,
-    transaction,
 )
 from agent.telemetry.sensors import Reading
 from agent.telemetry.spillfile import DEAD_LETTER_KEEP, SpillFile
@@ -77,16 +74,6 @@ __all__ = ["Outbox", "StorageUnavailable", "DURABILITY_MODES", "DEAD_LETTER_KEEP
 log = logging.getLogger(__name__)
 
 DURABILITY_MODES = ("spill", "strict")
-
-#: Readings kept in memory (spill mode) before they are written anyway, so a
-#: device that cannot upload for a long time (nobody signed in) does not
-#: hold hours of readings only in RAM. At one reading a minute per sensor
-#: this is a few hours for a handful of sensors; about 150 bytes each.
-MEMORY_READINGS_MAX = 1000
-
-#: Readings kept in memory while the disk cannot take them (full, read-only):
-#: about 1.5 MB of JSON; past it the oldest go first (counted in ``dropped``).
-UNSAVED_READINGS_MAX = 10_000
 
 # What a failed write of the disk may raise; the ones storage_trouble() names
 # are the disk's doing (kept in memory, retried), the rest are bugs.
@@ -111,28 +98,21 @@ class Outbox:
     ) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
-        if max_readings < 1 or max_bytes < 1 or max_memory_readings < 1:
-            raise ValueError("outbox bounds must be >= 1")
+        self.bounds = Bounds(max_readings, max_bytes, max_memory_readings)
         self.path = Path(path)
         self.durability = durability
-        self.max_readings = max_readings
-        self.max_bytes = max_bytes
-        self.max_memory_readings = max_memory_readings
         self._lock = threading.RLock()
-        self._memory: deque[Entry] = deque()
-        self._memory_bytes = 0
+        self._memory = MemoryQueue()
         self._file = SpillFile(self.path)
         self._newest_turn = False       # peek_batch alternates ends of a backlog
         self._closed = False
-        self._storage_problem: str | None = None   # "storage full: ..." while writes fail
         self._acked_unsaved: set[str] = set()       # acked on disk rows whose DELETE failed
         if self.path.exists() or durability == "strict":
             try:
                 self._file.open()
             except _DISK_ERRORS as exc:
-                if storage_trouble(exc) is None:
+                if not self._trouble(exc):     # carry on in memory; retried at each write
                     raise
-                self._storage_failed(exc)      # carry on in memory; retried at each write
             if durability == "spill" and self._file.count == 0:
                 # Nothing waiting: let go of the file so a healthy device
                 # does not touch it (no -wal/-shm churn either).
@@ -143,63 +123,19 @@ class Outbox:
         """Readings copied out of a damaged file when it was opened."""
         return self._file.recovered
 
-    @property
-    def _db(self) -> sqlite3.Connection | None:
-        """The open connection, if any (for bench/spill_fsync.py's comparison)."""
-        return self._file.db
-
-    # -- the disk's health -----------------------------------------------------
-
-    def _storage_failed(self, exc: BaseException) -> None:
-        """Remember (and log once) that the disk cannot take writes now."""
-        trouble = storage_trouble(exc) or "storage unavailable"
-        problem = f"{trouble}: {self.path.parent} ({short(exc)})"
-        if self._storage_problem is None:
-            log.error("outbox: %s; keeping new readings in memory (at most %d) until it can write again",
-                      problem, UNSAVED_READINGS_MAX)
-        self._storage_problem = problem
-
-    def _storage_ok(self) -> None:
-        if self._storage_problem is not None:
-            log.warning("outbox: the state folder takes writes again; %d readings on disk",
-                        self._file.count)
-            self._storage_problem = None
+    def _trouble(self, exc: BaseException) -> bool:
+        """True (remembered, logged once) when *exc* is the disk's doing."""
+        return self._file.note_trouble(exc, UNSAVED_READINGS_MAX)
 
     @property
     def storage_problem(self) -> str | None:
         """``"storage full: <folder> (...)"`` (or read-only, unavailable) while the
         disk cannot take the readings; None when all is well."""
         with self._lock:
-            return self._storage_problem
-
-    # -- bounds ------------------------------------------------------------
-
-    def _over(self) -> tuple[int, int]:
-        """(readings, bytes) above the bounds."""
-        count = self._file.count + len(self._memory)
-        size = self._file.bytes + self._memory_bytes
-        return max(0, count - self.max_readings), max(0, size - self.max_bytes)
+            return self._file.problem
 
     def _make_room(self, db: sqlite3.Connection | None) -> int:
-        """Drop the oldest readings until within bounds; returns how many.
-
-        Called inside the caller's transaction when *db* is given.
-        """
-        extra_count, extra_bytes = self._over()
-        dropped = 0
-        if db is not None:
-            dropped, extra_count, extra_bytes = self._file.drop_oldest(db, extra_count, extra_bytes)
-        while (extra_count > 0 or extra_bytes > 0) and self._memory:
-            _, _, size = self._memory.popleft()
-            self._memory_bytes -= size
-            extra_count -= 1
-            extra_bytes -= size
-            dropped += 1
-        if dropped:
-            self._file.count_dropped(dropped)
-            log.warning("outbox full: dropped the %d oldest readings (%d in all)",
-                        dropped, self._file.dropped)
-        return dropped
+        return self.bounds.make_room(self._file, self._memory, db)
 
     # -- the API -------------------------------------------------------------
 
@@ -220,60 +156,40 @@ class Outbox:
             if self.durability == "strict" and not self._memory:
                 try:
                     self._add_strict(encoded)
-                    self._storage_ok()
+                    self._file.writes_again()
                     return
                 except _DISK_ERRORS as exc:
-                    if storage_trouble(exc) is None:
+                    if not self._trouble(exc):
                         raise
-                    self._storage_failed(exc)
             self._add_memory(encoded)
 
     def _add_strict(self, encoded: list[Entry]) -> None:
-        db = self._file.need_db()
-        saved = self._file.snapshot()
-        try:
-            with transaction(db):
-                self._file.insert(db, encoded)
-                self._make_room(db)
-                if self._file.meta_dirty:
-                    self._file.write_meta(db)
-        except BaseException:
-            self._file.restore(saved)       # nothing was committed
-            raise
+        with self._file.transaction() as db:     # counters restored if it does not commit
+            self._file.insert(db, encoded)
+            self._make_room(db)
+            if self._file.meta_dirty:
+                self._file.write_meta(db)
 
     def _add_memory(self, encoded: list[Entry]) -> None:
-        for item in encoded:
-            self._memory.append(item)
-            self._memory_bytes += item[2]
-        if self._over() != (0, 0):
+        self._memory.append(encoded)
+        if self.bounds.over(self._file, self._memory) != (0, 0):
             made_room = False
-            if self._file.count > 0 and self._storage_problem is None:
+            if self._file.count > 0 and self._file.problem is None:
                 try:
-                    db = self._file.need_db()
-                    with transaction(db):
+                    with self._file.transaction() as db:
                         self._make_room(db)
                         self._file.write_meta(db)
                     made_room = True
                 except _DISK_ERRORS as exc:
-                    if storage_trouble(exc) is None:
+                    if not self._trouble(exc):
                         raise
-                    self._storage_failed(exc)
             if not made_room:
                 self._make_room(None)
-        if len(self._memory) >= self.max_memory_readings or self._storage_problem is not None:
+        if len(self._memory) >= self.bounds.max_memory_readings or self._file.problem is not None:
             # (While the disk is full, every add tries again: it carries on
             # by itself when space returns.)
             self.spill()
-        if self._storage_problem is not None and len(self._memory) > UNSAVED_READINGS_MAX:
-            self._drop_unsaved(len(self._memory) - UNSAVED_READINGS_MAX)
-
-    def _drop_unsaved(self, count: int) -> None:
-        for _ in range(count):
-            _, _, size = self._memory.popleft()
-            self._memory_bytes -= size
-        self._file.count_dropped(count)
-        log.warning("outbox: the disk is full and memory holds %d readings: dropped the %d oldest",
-                    len(self._memory), count)
+        self.bounds.drop_unsaved(self._file, self._memory)
 
     def peek_batch(self, max_count: int) -> list[Reading]:
         """Up to *max_count* waiting readings, oldest first; nothing is removed.
@@ -291,20 +207,19 @@ class Outbox:
             if total == 0:
                 return []
             if total > max_count and self._newest_turn:
-                fresh = [r for r, _, _ in itertools.islice(reversed(self._memory), max_count)]
+                fresh = self._memory.newest(max_count)
                 rest = max_count - len(fresh)
                 older: list[Reading] = []
                 if rest > 0 and self.on_disk() > 0:
                     older = self._disk_rows("DESC", rest)
                 older.reverse()
-                fresh.reverse()
                 return older + fresh
             batch: list[Reading] = []
             if self.on_disk() > 0:
                 batch = self._disk_rows("ASC", max_count)
             room = max_count - len(batch)
             if room > 0:
-                batch.extend(r for r, _, _ in itertools.islice(self._memory, room))
+                batch.extend(self._memory.oldest(room))
             return batch
 
     def _disk_rows(self, order: str, count: int) -> list[Reading]:
@@ -314,9 +229,8 @@ class Outbox:
         try:
             rows = self._file.rows(order, count + len(skip))
         except _DISK_ERRORS as exc:
-            if storage_trouble(exc) is None:
+            if not self._trouble(exc):
                 raise
-            self._storage_failed(exc)
             return []
         return [decode(body) for rid, body in rows if rid not in skip][:count]
 
@@ -341,30 +255,23 @@ class Outbox:
 
     def _remove(self, ids: list[str], reason: str | None) -> None:
         wanted = set(ids)
-        from_memory = [item for item in self._memory if item[0].id in wanted]
-        if from_memory:
-            self._memory = deque(item for item in self._memory if item[0].id not in wanted)
-            self._memory_bytes -= sum(size for _, _, size in from_memory)
+        from_memory = self._memory.take(wanted)
         if reason is None and self._file.count == 0:
             return                       # the healthy path: memory only, no disk
         if reason is None and from_memory and len(from_memory) == len(wanted):
             return                       # all were in memory
-        saved = self._file.snapshot()
         try:
             self._file.remove(ids, reason, from_memory)
         except _DISK_ERRORS as exc:
-            self._file.restore(saved)
-            if storage_trouble(exc) is None:
+            if not self._trouble(exc):
                 raise
-            self._storage_failed(exc)
             in_memory = {r.id for r, _, _ in from_memory}
             if reason is None:
                 # Accepted: never sent again; deleted at the next write that works.
                 self._acked_unsaved.update(i for i in ids if i not in in_memory)
             else:
                 # Not moved aside: kept, refused again later, moved aside then.
-                self._memory.extendleft(reversed(from_memory))
-                self._memory_bytes += sum(size for _, _, size in from_memory)
+                self._memory.put_back(from_memory)
 
     def spill(self) -> int:
         """Write the readings held in memory to disk; returns how many.
@@ -382,31 +289,25 @@ class Outbox:
                     and not (self._file.meta_dirty and self._file.db is not None):
                 return 0
             items = list(self._memory)
-            saved = self._file.snapshot()
             try:
-                db = self._file.need_db()
-                with transaction(db):
+                with self._file.transaction() as db:
                     self._file.delete(db, list(self._acked_unsaved))
                     self._file.insert(db, items)
                     # Bounds: counted against disk plus what is still in
                     # memory, which this transaction moves to disk.
-                    memory, memory_bytes = self._memory, self._memory_bytes
-                    self._memory, self._memory_bytes = deque(), 0
+                    memory, self._memory = self._memory, MemoryQueue()
                     try:
                         self._make_room(db)
                     finally:
-                        self._memory, self._memory_bytes = memory, memory_bytes
+                        self._memory = memory
                     self._file.write_meta(db)
             except _DISK_ERRORS as exc:
-                self._file.restore(saved)
-                if storage_trouble(exc) is None:
+                if not self._trouble(exc):
                     raise
-                self._storage_failed(exc)
                 return 0
             self._acked_unsaved.clear()
             self._memory.clear()
-            self._memory_bytes = 0
-            self._storage_ok()
+            self._file.writes_again()
             if items:
                 log.debug("spilled %d readings to %s (%d on disk)", len(items), self.path,
                           self._file.count)
@@ -420,7 +321,7 @@ class Outbox:
     def size_bytes(self) -> int:
         """JSON bytes of the readings waiting (what ``max_bytes`` bounds)."""
         with self._lock:
-            return self._file.bytes + self._memory_bytes
+            return self._file.bytes + self._memory.bytes
 
     def on_disk(self) -> int:
         """Readings waiting on disk (the rest are in memory)."""
@@ -448,7 +349,7 @@ class Outbox:
                 self.spill()
                 if self._memory:
                     log.error("outbox: %d readings could not be saved at stop (%s)",
-                              len(self._memory), self._storage_problem)
+                              len(self._memory), self._file.problem)
             finally:
                 self._closed = True
                 self._file.close()

@@ -11,9 +11,11 @@ is moved aside at open and what is still readable copied into a new one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from agent.errors import StorageError
@@ -26,6 +28,7 @@ from agent.telemetry.outboxdb import (
     integrity_check,
     prepare_file,
     readable_rows,
+    short,
     storage_trouble,
     transaction,
 )
@@ -54,6 +57,31 @@ class SpillFile:
         self.meta_dirty = False         # counters changed since last written
         self.closed = False
         self.recovered = 0              # readings copied out of a damaged file at open
+        self.problem: str | None = None   # "storage full: ..." while writes fail
+
+    # -- the disk's health -------------------------------------------------------
+
+    def note_trouble(self, exc: BaseException, unsaved_max: int) -> bool:
+        """Remember (and log once) that the disk cannot take writes now.
+
+        :returns: False when *exc* is not the disk's doing (a bug, damage):
+            the caller re-raises it.
+        """
+        trouble = storage_trouble(exc)
+        if trouble is None:
+            return False
+        problem = f"{trouble}: {self.path.parent} ({short(exc)})"
+        if self.problem is None:
+            log.error("outbox: %s; keeping new readings in memory (at most %d) until it can write again",
+                      problem, unsaved_max)
+        self.problem = problem
+        return True
+
+    def writes_again(self) -> None:
+        """A write worked: the disk's trouble, if any, is over."""
+        if self.problem is not None:
+            log.warning("outbox: the state folder takes writes again; %d readings on disk", self.count)
+            self.problem = None
 
     # -- the connection ------------------------------------------------------
 
@@ -128,6 +156,19 @@ class SpillFile:
 
     # -- counters ------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the file (opened if need be); when it
+        does not commit, the counters go back to what they were (they match the disk)."""
+        db = self.need_db()
+        saved = self.snapshot()
+        try:
+            with transaction(db):
+                yield db
+        except BaseException:
+            self.restore(saved)
+            raise
+
     def snapshot(self) -> Snapshot:
         return (self.count, self.bytes, self.dropped, self.dead_letters, self.meta_dirty)
 
@@ -197,9 +238,8 @@ class SpillFile:
     def remove(self, ids: list[str], reason: str | None, from_memory: list[Entry]) -> None:
         """Delete *ids* from disk in one transaction; with a *reason*, move them
         and *from_memory* (the newer ones, after the disk's) to the dead letters."""
-        db = self.need_db()
         now = time.time()
-        with transaction(db):
+        with self.transaction() as db:     # counters restored if it does not commit
             moved = 0
             in_memory = {r.id for r, _, _ in from_memory}
             on_disk = [i for i in ids if i not in in_memory]
