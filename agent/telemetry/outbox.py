@@ -139,11 +139,15 @@ class Outbox:
 
     # -- the API -------------------------------------------------------------
 
-    def add(self, readings: list[Reading]) -> None:
+    def add(self, readings: list[Reading], *, defer: bool = False) -> None:
         """Keep *readings* until they are acknowledged.
 
         In ``strict`` mode they are committed to disk (fsync) before this
         returns. When the outbox is full the oldest readings are dropped.
+
+        With *defer* nothing here touches the disk (for a thread that must
+        not block): the readings wait in memory, and the bounds and the
+        ``strict`` commit are :meth:`flush`'s, which another thread calls.
         """
         if not readings:
             return
@@ -151,6 +155,10 @@ class Outbox:
         with self._lock:
             if self._closed:
                 raise StorageError(f"{self.path}: the outbox is closed")
+            if defer:
+                self._memory.append(encoded)
+                self.bounds.drop_unsaved(self._file, self._memory)
+                return
             if self.durability == "strict" and self._memory:
                 self.spill()                 # readings kept while the disk was full
             if self.durability == "strict" and not self._memory:
@@ -312,6 +320,22 @@ class Outbox:
                 log.debug("spilled %d readings to %s (%d on disk)", len(items), self.path,
                           self._file.count)
             return len(items)
+
+    def flush(self) -> int:
+        """Do the disk work :meth:`add` with ``defer`` left; returns readings written.
+
+        ``strict``: every reading waiting in memory is committed (fsync), as
+        :meth:`add` would have. ``spill``: what the bounds ask for, as
+        :meth:`add` would have (a spill when ``max_memory_readings`` wait).
+        """
+        with self._lock:
+            if self._closed:
+                return 0
+            if self.durability == "strict":
+                return self.spill()
+            before = self.on_disk()
+            self._add_memory([])
+            return max(0, self.on_disk() - before)
 
     def depth(self) -> int:
         """Readings waiting, in memory and on disk."""
