@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.errors import StorageError
@@ -211,24 +212,9 @@ class Outbox:
         if max_count < 1:
             return []
         with self._lock:
-            total = self.depth()
-            if total == 0:
+            if self.depth() == 0:
                 return []
-            if total > max_count and self._newest_turn:
-                fresh = self._memory.newest(max_count)
-                rest = max_count - len(fresh)
-                older: list[Reading] = []
-                if rest > 0 and self.on_disk() > 0:
-                    older = self._disk_rows("DESC", rest)
-                older.reverse()
-                return older + fresh
-            batch: list[Reading] = []
-            if self.on_disk() > 0:
-                batch = self._disk_rows("ASC", max_count)
-            room = max_count - len(batch)
-            if room > 0:
-                batch.extend(self._memory.oldest(room))
-            return batch
+            return _pick(max_count, self._newest_turn, self._memory, self.on_disk(), self._disk_rows)
 
     def _disk_rows(self, order: str, count: int) -> list[Reading]:
         """Up to *count* readings from disk, oldest (ASC) or newest (DESC) first;
@@ -387,3 +373,24 @@ class Outbox:
     def __repr__(self) -> str:
         return (f"Outbox({str(self.path)!r}, durability={self.durability!r}, "
                 f"depth={self.depth()}, on_disk={self._file.count})")
+
+
+def _pick(max_count: int, newest_turn: bool, memory: MemoryQueue, on_disk: int,
+          disk_rows: Callable[[str, int], list[Reading]]) -> list[Reading]:
+    """The batch :meth:`Outbox.peek_batch` gives: the oldest *max_count*, or, on
+    the newest turn of a backlog, the newest (memory's, then disk's newest)."""
+    if on_disk + len(memory) > max_count and newest_turn:
+        fresh = memory.newest(max_count)
+        rest = max_count - len(fresh)
+        older: list[Reading] = []
+        if rest > 0 and on_disk > 0:
+            older = disk_rows("DESC", rest)
+        older.reverse()
+        return older + fresh
+    batch: list[Reading] = []
+    if on_disk > 0:
+        batch = disk_rows("ASC", max_count)
+    room = max_count - len(batch)
+    if room > 0:
+        batch.extend(memory.oldest(room))
+    return batch
