@@ -233,7 +233,7 @@ main() {
     [[ -n "$mqtt_host" ]] && settings+=("mqtt.host=$mqtt_host")
     [[ -n "$display" ]] && settings+=("display.driver=$display")
     [[ -n "$button_pin" ]] && settings+=("button.pin=$button_pin")
-    set_config "$venv/bin/python" "$config" "${settings[@]}"
+    set_config "$agent" "$config" "${settings[@]}"
     if [[ -x "$agent" ]]; then
         "$agent" check-config --config "$config" >&2 \
             || die 3 "$config is not valid (fix the key named above, then run this script again)"
@@ -398,116 +398,17 @@ sys.exit(0 if signed.get(sys.argv[1]) is False else 1)
 }
 
 set_config() {
-    # Set "table.key=value" pairs in agent.toml, keeping every other line
-    # (comments included). Written atomically, and only when it changes.
-    # A table the starter file keeps commented out ("# [display]") is
-    # uncommented where it stands, with its key, so the file still reads top
-    # to bottom with one of each table: uncommenting another of its keys
-    # later lands it in that table.
-    local python="$1" config="$2"
+    # Set "table.key=value" pairs in agent.toml with `entra-agent config set`
+    # (agent/configedit.py): every other line stays (comments included), the
+    # result is checked with the agent's config loader, written atomically,
+    # and only when it changes. Its exit code is kept: 2 a value the config
+    # refuses, 3 the file invalid, 6 it cannot be written.
+    local agent="$1" config="$2"
     shift 2
     [[ -f "$config" ]] || die 3 "$config is missing (run deploy/install.sh, which writes it from the example)"
-    "$python" - "$config" "$@" <<'PY' || die 3 "could not update $config (see the message above; edit it by hand)"
-import json, os, re, sys, tempfile, tomllib
-
-path, pairs = sys.argv[1], sys.argv[2:]
-HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?\s*(#.*)?$")
-COMMENTED = re.compile(r"^\s*#\s?(\s*\[\s*([A-Za-z0-9_.\-]+)\s*\]\s*(#.*)?)$")
-ANY_HEADER = re.compile(r"^\s*(#\s*)?\[")
-
-
-def uncomment_table(lines, table):
-    """Index of the header line of *table* once uncommented, or None."""
-    for i, line in enumerate(lines):
-        m = COMMENTED.match(line)
-        if m and m.group(2) == table:
-            lines[i] = m.group(1).lstrip()
-            return i
-    return None
-
-
-def encode(key, raw):
-    # A pin given as a number is a TOML integer; everything else a string.
-    if key == "pin" and raw.isdigit():
-        return raw
-    return json.dumps(raw)
-
-
-def comment_of(line):
-    # The trailing comment of "key = value  # ...": the first '#' before
-    # which the line parses as TOML (a '#' inside a string does not).
-    for i, ch in enumerate(line):
-        if ch == "#":
-            try:
-                tomllib.loads(line[:i])
-            except tomllib.TOMLDecodeError:
-                continue
-            return line[len(line[:i].rstrip()):]
-    return ""
-
-
-with open(path, encoding="utf-8") as f:
-    original = f.read()
-lines = original.splitlines()
-wanted = {}
-for pair in pairs:
-    dotted, _, raw = pair.partition("=")
-    table, _, key = dotted.rpartition(".")
-    wanted[(table, key)] = raw
-    value = encode(key, raw)
-    headers = [(i, m.group(1)) for i, line in enumerate(lines) if (m := HEADER.match(line))]
-    if table:
-        found = [i for i, name in headers if name == table and not lines[i].lstrip().startswith("[[")]
-        start = found[0] + 1 if found else None
-    else:
-        start = 0
-    if start is None:
-        at_header = uncomment_table(lines, table)
-        if at_header is None:
-            lines += ["", f"[{table}]", f"{key} = {value}"]
-            continue
-        start = at_header + 1
-        # Its block ends at the next header, commented out or not.
-        end = next((i for i in range(start, len(lines)) if ANY_HEADER.match(lines[i])), len(lines))
-        commented = re.compile(rf"^\s*#\s?(\s*{re.escape(key)}\s*=.*)$")
-        at = next((i for i in range(start, end) if commented.match(lines[i])), None)
-        if at is not None:
-            lines[at] = commented.match(lines[at]).group(1).lstrip()
-    else:
-        end = next((i for i, _ in headers if i >= start), len(lines))
-        assign = re.compile(rf"^\s*{re.escape(key)}\s*=")
-        at = next((i for i in range(start, end) if assign.match(lines[i])), None)
-    if at is None:
-        insert_at = start if table else (headers[0][0] if headers else len(lines))
-        lines.insert(insert_at, f"{key} = {value}")
-    else:
-        old = lines[at]
-        comment = comment_of(old)
-        new = f"{key} = {value}"
-        if comment:
-            column = len(old) - len(comment.lstrip())      # where the '#' was
-            new = new.ljust(column) if len(new) < column else new + " "
-            new += comment.lstrip()
-        lines[at] = new
-
-text = "\n".join(lines) + "\n"
-parsed = tomllib.loads(text)
-for (table, key), raw in wanted.items():
-    node = parsed
-    for part in filter(None, table.split(".")):
-        node = node[part]
-    if str(node[key]) != raw:
-        sys.exit(f"{table or 'top level'}.{key} did not take the value {raw!r}")
-if text != original:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".agent.toml.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    print(f"updated {path}: " + ", ".join(f"{k}" for k in pairs), file=sys.stderr)
-PY
+    [[ -x "$agent" ]] || die 1 "$agent is missing (run this script again with --source to reinstall)"
+    "$agent" config set --config "$config" "$@" \
+        || die $? "could not update $config (see the message above; edit it by hand)"
 }
 
 # All of it runs from inside main, after bash has read the whole file: when

@@ -8,6 +8,7 @@
     entra-agent demo [--approve-after N]     # the whole loop against local servers
     entra-agent screens --out DIR            # every screen at every size, as PNG
     entra-agent token-env [--format systemd] # IDENTITY_ENDPOINT/IDENTITY_HEADER for programs
+    entra-agent config set KEY=VALUE ...     # change agent.toml, checked first
 
 Expected failures print ``entra-agent: error: <cause> (<what to do>)`` and
 exit non-zero (codes in README, "Exit codes"); ``DEBUG=1`` shows the traceback.
@@ -112,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     screens = sub.add_parser("screens", help="draw every screen at every size as PNG files")
     screens.add_argument("--out", type=Path, required=True, metavar="DIR")
     screens.set_defaults(handler=_screens)
+
+    # `config set` (agent/configedit.py).
+    from agent.configedit import add_config_parser
+    config_set = add_config_parser(sub, config_help=f"config file (default: {paths.config_file()})")
+    add_verbose(config_set, help=verbose_help)
+
     for command in sub.choices.values():
         add_verbose(command, help=verbose_help)
     return parser

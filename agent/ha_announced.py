@@ -4,7 +4,7 @@ Kept in ``<state dir>/homeassistant.json`` so that an entity announced by an
 earlier run and gone from the config (a sensor removed or renamed, the code
 entity after ``publish_user_code`` was turned off, a changed discovery
 prefix) is removed from Home Assistant, also after a restart. Written
-atomically (temporary file, fsync, ``os.replace``) and only when its content
+atomically (:func:`agent.fileio.write_if_changed`) and only when its content
 changed, so a steady device writes nothing to its SD card.
 
 The file is input like any other: its size is bounded, and anything that is
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -98,37 +96,11 @@ def save_announced(path: Path, record: Mapping[str, Mapping[str, str]]) -> bool:
     Raises :class:`~agent.errors.StorageError` when the folder cannot be written.
     """
     text = _text(record)
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read(MAX_FILE_BYTES + 1) == text:
-                return False
-    except (OSError, UnicodeDecodeError):
-        pass
+    from agent.fileio import write_if_changed
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".homeassistant.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-        except OSError:
-            return True
-        try:
-            os.fsync(dir_fd)          # the rename itself survives a power cut
-        finally:
-            os.close(dir_fd)
+        return write_if_changed(path, text.encode("utf-8"), mode=0o600, limit=MAX_FILE_BYTES)
     except OSError as exc:
         raise StorageError(f"{path}: cannot write the Home Assistant record: "
                            f"{exc.strerror or exc}",
                            "check that the state folder exists and is writable") from None
-    return True

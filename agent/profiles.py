@@ -13,11 +13,8 @@ it), one table per profile::
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import tempfile
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -149,6 +146,9 @@ class Profile:
         return {"name": self.name, **self.to_table(), "authority": self.authority}
 
 
+# (`list` inside ProfileStore is its method: name the type out here.)
+_Names = list[str]
+
 _KEYS = {"client_id", "tenant_id", "cloud", "issuer", "authority_host", "scopes",
          "default_flow", "offline_access"}
 
@@ -160,7 +160,7 @@ class ProfileStore:
         self.path = Path(path)
 
     def _read(self) -> dict[str, dict[str, Any]]:
-        from agent.safefile import FileTooLarge, NotRegularFile, read_regular
+        from agent.fileio import FileTooLarge, NotRegularFile, read_regular
         try:
             raw = read_regular(self.path)
         except FileNotFoundError:
@@ -235,7 +235,8 @@ class ProfileStore:
         """Every profile, sorted by name."""
         return [self._build(n, t) for n, t in sorted(self._read().items())]
 
-    def names(self) -> list[str]:
+    def names(self) -> _Names:
+        """The names of every profile, sorted."""
         return sorted(self._read())
 
     def get(self, name: str, *, hint: str | None = None) -> Profile:
@@ -270,25 +271,11 @@ class ProfileStore:
         return True
 
     def _write(self, profiles: dict[str, dict[str, Any]]) -> None:
+        from agent.fileio import write_atomic
         text = _dump(profiles)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".profiles.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fchmod(f.fileno(), 0o644)   # no secrets in it; readable so users can list
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # 0644: no secrets in it; readable so users can list the profiles.
+        write_atomic(self.path, text.encode("utf-8"), mode=0o644)
 
 
 def _shown(value: Any) -> str:

@@ -1,6 +1,6 @@
 """``status.json``: the running agent's last known state, for ``entra-agent status``.
 
-Written atomically (temp file in the same folder, ``os.replace``) with mode
+Written atomically (:func:`agent.fileio.write_atomic`, no fsync) with mode
 0644 in the runtime folder (tmpfs on a board: no SD-card wear), and only
 when its content changed. It never holds a token, a device code or the
 user code: other local users may read it.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,29 +41,14 @@ def write_status(path: Path, status: Mapping[str, Any]) -> bool:
     """Write *status* to *path* atomically; False (and no write) when unchanged."""
     clean = {k: v for k, v in status.items() if k not in _FORBIDDEN}
     text = json.dumps(clean, indent=2, sort_keys=True) + "\n"
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
+    from agent.fileio import write_if_changed
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        # Not durable: the runtime folder is tmpfs, where an fsync only costs.
+        return write_if_changed(path, text.encode("utf-8"), mode=FILE_MODE, durable=False)
     except OSError as exc:
         raise StorageError(f"{path}: cannot write the status file: {exc.strerror or exc}",
                            "check that the runtime folder exists and is writable") from None
-    return True
 
 
 def read_status(path: Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ export IDENTITY_HEADER=…
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -144,40 +143,22 @@ def _user() -> str:
 
 
 def _create(path: Path) -> None:
+    from agent.fileio import write_atomic
     gid = _group_id()
     mode = 0o640 if gid is not None else 0o600
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
     content = (secrets.token_hex(32) + "\n").encode("ascii")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
-        try:
-            if gid is not None:
-                with contextlib.suppress(PermissionError):   # not root: keep our own group
-                    os.fchown(fd, -1, gid)
-            os.fchmod(fd, mode)
-            os.write(fd, content)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.link(tmp, path)          # never replaces a secret another process just made
+        # overwrite=False: never replaces a secret another process just made.
+        write_atomic(path, content, mode=mode, group=gid, overwrite=False)
     except FileExistsError:
-        pass
+        return
     except OSError as exc:
         hint = ("the agent's config folder is read-only to the service: create it once with "
                 "sudo entra-agent token-env (or sudo deploy/install.sh)"
                 if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else f"check {path.parent}")
         raise StorageError(f"cannot create the token service's secret {path}: "
                            f"{exc.strerror or exc}", hint) from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
     if gid is None:
         log.warning("created %s readable by root only: the group %s does not exist "
                     "(run: sudo deploy/install.sh --token-users USER)", path, TOKEN_GROUP)

@@ -1,17 +1,19 @@
 """The root-only token file: one JSON file per profile, 0600 in a 0700 folder.
 
 Both ``entra-auth-cli`` and the running agent read and write these files, so
-every write is atomic (temp file in the same folder, ``fsync``, ``os.replace``,
-``fsync`` of the folder) and every read-modify-write runs under an exclusive
-``flock`` on a separate ``<profile>.lock`` file. A writer killed with SIGKILL
+every write is atomic (:func:`agent.fileio.write_atomic`: temp file in the
+same folder, ``fsync``, ``os.replace``, ``fsync`` of the folder) and every
+read-modify-write runs under an exclusive ``flock`` on a separate
+``<profile>.lock`` file (:mod:`agent.tokenlocks`). A writer killed with SIGKILL
 at any moment leaves either the old or the new content on disk, never a torn
 or empty file; its leftover temp file (``.<profile>.json.tmp-*``) is never
 read and is removed by the next save.
 
 A file or folder that group or others may read or write, or that belongs to
 another user, is refused with a one-line :class:`~agent.errors.StorageError`
-that names the fix (``chmod 600 <file>``, ``chmod 700 <dir>``, ``chown``).
-Nothing from a file's content ever reaches a log line or an exception.
+that names the fix (``chmod 600 <file>``, ``chmod 700 <dir>``, ``chown``);
+those rules are :mod:`agent.tokenfiles`. Nothing from a file's content ever
+reaches a log line or an exception.
 
 >>> store = TokenStore(token_dir())                     # doctest: +SKIP
 >>> with store.locked("default"):                       # doctest: +SKIP
@@ -23,30 +25,33 @@ Nothing from a file's content ever reaches a log line or an exception.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
-import secrets
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import StorageError, UsageError
+from agent.errors import StorageError
+from agent.fileio import TMP_MARK, TempFileError, fsync_dir, write_atomic
 from agent.lockinfo import LockHolder, lock_holder
+from agent.tokenfiles import (
+    DIR_MODE,
+    FILE_MODE,
+    MAX_FILE_BYTES,
+    check_private_dir,
+    check_profile,
+    corrupt,
+    os_error,
+    read_private,
+)
+from agent.tokenlocks import flock, unlock
 
-__all__ = ["TokenStore", "FILE_MODE", "DIR_MODE", "SUFFIX", "LOCK_SUFFIX", "SIGN_IN_SUFFIX"]
+__all__ = ["TokenStore", "FILE_MODE", "DIR_MODE", "SUFFIX", "LOCK_SUFFIX", "SIGN_IN_SUFFIX",
+           "TMP_MARK", "MAX_FILE_BYTES"]
 
 log = logging.getLogger(__name__)
-
-FILE_MODE = 0o600
-"""Mode of token, lock and temp files: owner read/write only."""
-
-DIR_MODE = 0o700
-"""Mode of the token folder: owner only."""
 
 SUFFIX = ".json"
 """Token files are ``<profile>.json``."""
@@ -60,20 +65,8 @@ SIGN_IN_SUFFIX = ".signin"
 flow, so two sign-ins of one profile never run at once. No profile name makes
 ``<a>.signin`` collide with ``<b>.json`` or ``<b>.lock``."""
 
-TMP_MARK = ".tmp-"
-"""Temp files are ``.<profile>.json.tmp-<pid>-<random>``."""
-
-_PRIVATE_BITS = 0o077  # any permission for group or others
-
-MAX_FILE_BYTES = 1024 * 1024
-"""Largest token file read (one is about 5 KB); anything larger is damaged."""
-
-# Never follow a symlink planted where a token file should be; close the
-# descriptor in any child we spawn.
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-# A FIFO planted where a token or lock file should be must not block open().
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+# Temp files are ``.<profile>.json.tmp-<pid>-<random>`` (agent.fileio.TMP_MARK);
+# file modes, size bound and the refusals live in agent.tokenfiles.
 
 
 class TokenStore:
@@ -108,17 +101,17 @@ class TokenStore:
         :raises UsageError: when *profile* could escape the folder or clash
             with the store's own files (empty, a separator, NUL, a leading dot).
         """
-        _check_profile(profile)
+        check_profile(profile)
         return self.directory / f"{profile}{SUFFIX}"
 
     def lock_path(self, profile: str) -> Path:
         """The lock file of *profile*: ``<directory>/<profile>.lock``."""
-        _check_profile(profile)
+        check_profile(profile)
         return self.directory / f"{profile}{LOCK_SUFFIX}"
 
     def sign_in_path(self, profile: str) -> Path:
         """The sign-in turn file of *profile*: ``<directory>/<profile>.signin``."""
-        _check_profile(profile)
+        check_profile(profile)
         return self.directory / f"{profile}{SIGN_IN_SUFFIX}"
 
     def profiles(self) -> list[str]:
@@ -151,16 +144,16 @@ class TokenStore:
         path = self.path(profile)
         if not self._check_dir(create=False):
             return None
-        raw = _read_private(path)
+        raw = read_private(path)
         if raw is None:
             return None
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             # `from None`: the decode error carries the document itself.
-            raise _corrupt(path, profile) from None
+            raise corrupt(path, profile) from None
         if not isinstance(data, dict):
-            raise _corrupt(path, profile)
+            raise corrupt(path, profile)
         log.debug("loaded token file of profile %s from %s", profile, path)
         return data
 
@@ -183,10 +176,10 @@ class TokenStore:
         content = (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
         with self.locked(profile):
             self._remove_stale_temps(profile)
-            if _read_private(path) == content:
+            if read_private(path) == content:
                 log.debug("token file of profile %s unchanged, not written: %s", profile, path)
                 return False
-            self._write_atomic(path, profile, content)
+            self._write_atomic(path, content)
         log.debug("saved token file of profile %s to %s", profile, path)
         return True
 
@@ -208,7 +201,7 @@ class TokenStore:
             except FileNotFoundError:
                 return False
             except OSError as exc:
-                raise _os_error("cannot remove token file", path, exc) from None
+                raise os_error("cannot remove token file", path, exc) from None
             self._fsync_dir()
         log.info("deleted token file of profile %s: %s", profile, path)
         return True
@@ -233,18 +226,15 @@ class TokenStore:
             return
         self._check_dir(create=True)
         on_wait = self.on_lock_wait
-        fd = _flock(lock_path, None if on_wait is None
-                    else lambda holder: on_wait(profile, holder))
+        fd = flock(lock_path, None if on_wait is None
+                   else lambda holder: on_wait(profile, holder))
+        assert fd is not None               # blocking: always a descriptor
         held[profile] = [fd, 1]
         try:
             yield
         finally:
             del held[profile]
-            # Closing the descriptor releases the flock; unlock first anyway
-            # so a descriptor inherited by a child cannot keep it held.
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            unlock(fd)
 
     @contextlib.contextmanager
     def sign_in_turn(self, profile: str,
@@ -266,13 +256,12 @@ class TokenStore:
             if on_wait is not None:
                 on_wait(holder)
 
-        fd = _flock(path, notice, notice_after=0.0)
+        fd = flock(path, notice, notice_after=0.0)
+        assert fd is not None               # blocking: always a descriptor
         try:
             yield bool(waited)
         finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            unlock(fd)
 
     def remove_profile(self, profile: str) -> bool:
         """Remove everything of *profile*: its token file, lock and sign-in files.
@@ -287,7 +276,7 @@ class TokenStore:
         if not self._check_dir(create=False):
             return False
         turn = self.sign_in_path(profile)
-        turn_fd = _flock(turn, None, blocking=False)
+        turn_fd = flock(turn, None, blocking=False)
         if turn_fd is None:
             holder = lock_holder(turn)
             raise StorageError(
@@ -316,54 +305,8 @@ class TokenStore:
     # -- internals -----------------------------------------------------------
 
     def _check_dir(self, create: bool) -> bool:
-        """Make sure the folder is ours and private; False when it is absent.
-
-        With *create*, a missing folder is made 0700 (whatever the umask);
-        a folder that already exists is never chmod-ed behind the person's
-        back: it is refused with the command that fixes it.
-        """
-        directory = self.directory
-        try:
-            # lstat: a token folder that is a symbolic link is refused, never
-            # followed (files would be created wherever it points).
-            st = os.lstat(directory)
-        except FileNotFoundError:
-            if not create:
-                return False
-            self._create_dir()
-            st = os.lstat(directory)
-        except OSError as exc:
-            raise _os_error("cannot use token folder", directory, exc) from None
-        if stat.S_ISLNK(st.st_mode):
-            raise StorageError(
-                f"token folder {directory} is a symbolic link",
-                "replace it with a real folder (mode 700) or set ENTRA_AGENT_STATE_DIR",
-            )
-        if not stat.S_ISDIR(st.st_mode):
-            raise StorageError(
-                f"token folder {directory} is not a folder",
-                "move it away or set ENTRA_AGENT_STATE_DIR to another place",
-            )
-        _check_owner_mode(directory, st, "token folder", DIR_MODE)
-        return True
-
-    def _create_dir(self) -> None:
-        directory = self.directory
-        try:
-            directory.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _os_error("cannot create folder", directory.parent, exc) from None
-        try:
-            os.mkdir(directory, DIR_MODE)
-        except FileExistsError:
-            return  # someone else won the race; the caller checks it
-        except OSError as exc:
-            raise _os_error("cannot create token folder", directory, exc) from None
-        # We made it, so fixing its mode is ours to do: mkdir's mode was
-        # masked by the umask, which may have removed owner bits.
-        os.chmod(directory, DIR_MODE)
-        _fsync_path(directory.parent)
-        log.info("created token folder %s", directory)
+        """The folder is ours and private (see :func:`agent.tokenfiles.check_private_dir`)."""
+        return check_private_dir(self.directory, create)
 
     def _remove_stale_temps(self, profile: str) -> None:
         """Remove temp files a killed writer left behind (we hold the lock)."""
@@ -379,220 +322,13 @@ class TokenStore:
         if removed:
             self._fsync_dir()
 
-    def _write_atomic(self, path: Path, profile: str, content: bytes) -> None:
-        tmp = self.directory / f".{profile}{SUFFIX}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    def _write_atomic(self, path: Path, content: bytes) -> None:
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, FILE_MODE)
+            write_atomic(path, content, mode=FILE_MODE)
+        except TempFileError as exc:
+            raise os_error("cannot create temp file", Path(exc.filename), exc) from None
         except OSError as exc:
-            raise _os_error("cannot create temp file", tmp, exc) from None
-        try:
-            try:
-                os.fchmod(fd, FILE_MODE)  # umask-independent
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)  # content on disk before the name points at it
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise _os_error("cannot write token file", path, exc) from None
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self._fsync_dir()  # the rename itself survives a power cut
+            raise os_error("cannot write token file", path, exc) from None
 
     def _fsync_dir(self) -> None:
-        _fsync_path(self.directory)
-
-
-def _check_profile(profile: str) -> None:
-    if not isinstance(profile, str) or not profile:
-        raise UsageError("profile name is empty", "give a name such as 'default'")
-    if "/" in profile or "\\" in profile or os.sep in profile or "\0" in profile:
-        raise UsageError(
-            f"profile name {profile!r} contains a path separator",
-            "use letters, digits, '-' and '_'",
-        )
-    if profile.startswith("."):
-        raise UsageError(
-            f"profile name {profile!r} starts with a dot",
-            "use letters, digits, '-' and '_'",
-        )
-
-
-def _check_owner_mode(path: Path, st: os.stat_result, what: str, mode: int) -> None:
-    """Refuse *path* unless it belongs to us and is closed to everyone else."""
-    euid = os.geteuid()
-    if st.st_uid != euid:
-        raise StorageError(
-            f"{what} {path} is owned by uid {st.st_uid}, not by this process (uid {euid})",
-            f"run: chown {euid} {path}, or run as its owner",
-        )
-    bits = st.st_mode & _PRIVATE_BITS
-    if bits:
-        readable = "readable" if bits & 0o044 else ""
-        writable = "writable" if bits & 0o022 else ""
-        how = " and ".join(x for x in (readable, writable) if x) or "accessible"
-        who = " and ".join(
-            w for w, b in (("group", 0o070), ("others", 0o007)) if bits & b
-        )
-        raise StorageError(
-            f"{what} {path} is {how} by {who}",
-            f"run: chmod {mode:o} {path}",
-        )
-
-
-def _read_private(path: Path) -> bytes | None:
-    """The bytes of token file *path*, or None if absent; checks before reading."""
-    try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StorageError(
-                f"token file {path} is a symbolic link",
-                f"remove it and sign in again: rm {path}",
-            ) from None
-        raise _os_error("cannot read token file", path, exc) from None
-    try:
-        # fstat the open descriptor, not the name: nothing can be swapped in
-        # between the check and the read.
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise StorageError(
-                f"token file {path} is not a regular file",
-                f"remove it and sign in again: rm {path}",
-            )
-        _check_owner_mode(path, st, "token file", FILE_MODE)
-        if st.st_size > MAX_FILE_BYTES:
-            raise _corrupt(path, path.stem)
-        chunks = []
-        size = 0
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_FILE_BYTES:
-                raise _corrupt(path, path.stem)
-        return b"".join(chunks)
-    except OSError as exc:
-        if isinstance(exc, StorageError):
-            raise
-        raise _os_error("cannot read token file", path, exc) from None
-    finally:
-        os.close(fd)
-
-
-def _open_lock(lock_path: Path) -> int:
-    """Open (creating 0600 if need be) the lock file; refuse one not ours."""
-    flags = os.O_RDWR | _NOFOLLOW | _CLOEXEC | _NONBLOCK
-    try:
-        try:
-            fd = os.open(lock_path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        except FileExistsError:
-            fd = os.open(lock_path, flags)
-        else:
-            os.fchmod(fd, FILE_MODE)  # ours, just made: undo the umask
-    except OSError as exc:
-        raise _os_error("cannot open lock file", lock_path, exc) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise StorageError(f"lock file {lock_path} is not a regular file",
-                               f"remove it: rm {lock_path}")
-        _check_owner_mode(lock_path, st, "lock file", FILE_MODE)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _flock(path: Path, on_wait: "Callable[[LockHolder | None], None] | None", *,
-           notice_after: float | None = None, blocking: bool = True) -> int | None:
-    """Open *path* (made 0600 if need be) and take an exclusive ``flock`` on it.
-
-    When another process holds it, *on_wait* is called with the holder
-    (``/proc/locks``) after *notice_after* seconds of waiting (default:
-    :data:`agent.termui.NOTICE_AFTER`); the wait itself sleeps in the
-    kernel. A file removed or replaced while we waited (see
-    :meth:`TokenStore.remove_profile`) is let go and the new one locked.
-    Returns the descriptor holding the lock, or None when not *blocking*
-    and the lock is taken.
-    """
-    from agent.termui import NOTICE_AFTER
-    from agent.termui import notice_after as notice
-
-    delay = NOTICE_AFTER if notice_after is None else notice_after
-    while True:
-        fd = _open_lock(path)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not blocking:
-                    os.close(fd)
-                    return None
-                if on_wait is None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                elif delay <= 0:
-                    on_wait(lock_holder(path))
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                else:
-                    with notice(lambda: on_wait(lock_holder(path)), delay):
-                        fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                current = None
-            held = os.fstat(fd)
-            if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
-                return fd
-        except OSError as exc:
-            os.close(fd)
-            raise _os_error("cannot lock", path, exc) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)            # removed meanwhile: lock the file that is there now
-
-
-def _fsync_path(directory: Path) -> None:
-    """fsync a folder so that a create, rename or unlink in it is durable."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
-    except OSError:
-        return  # best effort: the data itself is already fsync-ed
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; nothing to add
-    finally:
-        os.close(fd)
-
-
-def _corrupt(path: Path, profile: str) -> StorageError:
-    return StorageError(
-        f"token file {path} is damaged (not a JSON object)",
-        f"sign in again: run `entra-auth-cli logout --profile {profile}` or delete {path}",
-    )
-
-
-def _os_error(action: str, path: Path, exc: OSError) -> StorageError:
-    """One line from an OSError: keeps the path and reason, drops the rest."""
-    reason = exc.strerror or exc.__class__.__name__
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        hint = f"check the owner and permissions of {path}; token files need root or their owner"
-    elif exc.errno == errno.ENOSPC:
-        hint = "free some space on the disk"
-    elif exc.errno == errno.EROFS:
-        hint = "the filesystem is read-only; set ENTRA_AGENT_STATE_DIR to a writable place"
-    else:
-        hint = f"check {path}"
-    error = StorageError(f"{action} {path}: {reason}", hint)
-    error.errno = exc.errno
-    error.filename = str(path)
-    return error
+        fsync_dir(self.directory)

@@ -48,7 +48,7 @@ def run(folder: Path, synchronous: str, rounds: int, readings: int) -> tuple[flo
 
     box.add(batch())
     box.spill()
-    box._db.execute(f"PRAGMA synchronous={synchronous}")   # noqa: SLF001 - the comparison
+    box._file.need_db().execute(f"PRAGMA synchronous={synchronous}")   # noqa: SLF001 - the comparison
     io_before, t0 = write_bytes(), time.perf_counter()
     for _ in range(rounds):
         box.add(batch())

@@ -262,3 +262,51 @@ def test_spill_mode_loses_only_what_was_in_memory(path):
     box = Outbox(path)
     kept = [r.id for r in box.peek_batch(100000)]
     assert kept == printed[:spilled_at]   # the 50 spilled, in order; later ones were in memory
+
+
+# ------------------------------------------------------- add(defer) + flush()
+
+def on_disk_elsewhere(path: Path) -> int:
+    """Rows another process would find in the file (what survives a SIGKILL now)."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_strict_add_deferred_writes_nothing_until_flush(path):
+    box = Outbox(path, durability="strict")
+    box.add(make(3), defer=True)
+    assert box.depth() == 3 and box.on_disk() == 0
+    assert on_disk_elsewhere(path) == 0, "a deferred add touched the disk"
+    assert box.flush() == 3
+    assert box.on_disk() == 3 and on_disk_elsewhere(path) == 3
+    assert box.flush() == 0
+    box.add(make(2, start=3))                 # not deferred: committed at once, as before
+    assert on_disk_elsewhere(path) == 5
+    assert values(box.peek_batch(10)) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    box.close()
+
+
+def test_spill_add_deferred_leaves_the_memory_bound_to_flush(path):
+    box = Outbox(path, max_memory_readings=4)
+    box.add(make(6), defer=True)
+    assert box.on_disk() == 0 and not path.exists()
+    assert box.flush() == 6                   # past max_memory_readings: spilled
+    assert box.on_disk() == 6
+    box.add(make(1, start=6), defer=True)
+    assert box.flush() == 0 and box.on_disk() == 6 and box.depth() == 7
+    box.close()
+
+
+def test_flush_keeps_the_bounds_of_a_deferred_add(path):
+    box = Outbox(path, max_readings=5)
+    box.add(make(4))
+    box.spill()
+    box.add(make(4, start=4), defer=True)
+    assert box.depth() == 8                   # over for now: nothing was deleted here
+    box.flush()
+    assert box.depth() == 5 and box.dropped == 3
+    assert values(box.peek_batch(10)) == [3.0, 4.0, 5.0, 6.0, 7.0]
+    box.close()

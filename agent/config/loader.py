@@ -22,7 +22,7 @@ log = logging.getLogger("agent.config")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    from agent.safefile import FileTooLarge, NotRegularFile, read_regular
+    from agent.fileio import FileTooLarge, NotRegularFile, read_regular
     try:
         raw = read_regular(path)
     except FileNotFoundError:
