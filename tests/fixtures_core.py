@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +62,28 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip when *condition* fails on a developer's machine; fail under CI,
+    which installs and runs as root everything these tests need."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted on a fresh folder (needs root: mount)."""
+    need(os.geteuid() == 0 and shutil.which("mount") is not None, "mounting a tmpfs needs root")
+    where = tmp_path / "state"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    need(done.returncode == 0, f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -228,3 +229,21 @@ def test_config_without_an_action_is_a_usage_error(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as exit_:
         main(["config"])
     assert exit_.value.code == 2
+
+
+def test_a_file_that_cannot_be_written_is_exit_6_and_left_as_it_was(
+        small_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The folder's file system turned read-only (an SD card remounted ro
+    after errors): one line naming the file, exit 6, nothing changed."""
+    path = small_disk / "agent.toml"
+    path.write_text(STARTER)
+    before = path.read_bytes()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        assert config_set(path, "telemetry.interval=120") == 6
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    line = one_error_line(capsys.readouterr().err)
+    assert "agent.toml" in line
+    assert path.read_bytes() == before
+    assert leftovers(small_disk) == []

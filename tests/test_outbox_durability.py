@@ -33,6 +33,7 @@ import pytest
 
 from agent.telemetry.outbox import UNSAVED_READINGS_MAX, Outbox
 from agent.telemetry.sensors import Reading, iso_utc, new_reading_id
+from tests.fixtures_core import need
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -42,14 +43,6 @@ T0 = 1_800_000_000.0
 def make(n: int, start: int = 0) -> list[Reading]:
     return [Reading(new_reading_id(T0 + i), "cpu_temperature", 40.0 + i, "°C", iso_utc(T0 + i))
             for i in range(start, start + n)]
-
-
-def _need(condition: bool, why: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(why)
-    pytest.skip(why)
 
 
 # ---------------------------------------------------------------- power cut
@@ -156,12 +149,12 @@ class CrashRun:
 
 @pytest.fixture
 def crash_run(tmp_path):
-    _need(Path("/dev/fuse").exists(), "no /dev/fuse in this sandbox")
-    _need(shutil.which("fusermount3") is not None, "fusermount3 missing (apt-get install fuse3)")
+    need(Path("/dev/fuse").exists(), "no /dev/fuse in this sandbox")
+    need(shutil.which("fusermount3") is not None, "fusermount3 missing (apt-get install fuse3)")
     try:
         import mfusepy  # noqa: F401
     except (ImportError, OSError) as exc:
-        _need(False, f"mfusepy/libfuse3 missing ({exc}): pip install mfusepy; apt-get install fuse3")
+        need(False, f"mfusepy/libfuse3 missing ({exc}): pip install mfusepy; apt-get install fuse3")
     run = CrashRun(tmp_path)
     try:
         yield run
@@ -207,21 +200,6 @@ def test_a_returned_spill_survives_a_power_cut(crash_run, mode, acknowledged):
 
 
 # ---------------------------------------------------------------- full disk
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs (needs root: mount)."""
-    _need(os.geteuid() == 0 and shutil.which("mount") is not None, "mounting a tmpfs needs root")
-    where = tmp_path / "state"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    _need(done.returncode == 0, f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
 
 def fill(folder: Path) -> Path:
     """Fill the file system holding *folder* to the last byte."""
