@@ -159,10 +159,10 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  device {config.device_id}, profile {profile.name}, {len(config.sensors)} sensors, "
           f"every {config.telemetry.interval:g} s")
     print(f"  endpoint {endpoint}; MQTT {mqtt}; display {config.display.driver}")
-    from hardware.pins import pin_backend
+    from agent.assembly import pin_backend_line
 
     # The pin library the button and LED get (lgpio from Debian or a wheel, ...).
-    print(f"  gpio {pin_backend().describe()}")
+    print(f"  gpio {pin_backend_line()}")
     if config.token_service.enabled:
         from agent.tokensecret import read_secret, secret_path
         read_secret(secret_path())          # exists and is private (it is never printed)
@@ -181,11 +181,11 @@ def _check_display_driver(path: Path, driver: str) -> None:
     name = driver.strip().lower()
     if name in ("console", "none", "framebuffer", "dummy"):
         return
-    try:
-        import luma.core.cmdline as cmdline
-    except ImportError:
+    from agent.assembly import luma_display_drivers
+
+    known = luma_display_drivers()
+    if known is None:
         return
-    known = sorted({d for kind in cmdline.get_display_types().values() for d in kind})
     if name not in known:
         from agent.errors import ConfigError
 
@@ -239,10 +239,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _screens(args: argparse.Namespace) -> int:
     # Pillow, luma and segno are imported as the drawing needs them, so a
     # missing one shows up inside write_gallery as well as here.
-    try:
-        from hardware.screens import write_gallery
+    from agent.assembly import write_screen_gallery
 
-        written = write_gallery(args.out)
+    try:
+        written = write_screen_gallery(args.out)
     except ImportError as exc:
         missing = {"PIL": "Pillow"}.get(exc.name or "", exc.name or "Pillow")
         raise AgentError(f"drawing screens needs Pillow, luma and segno ({missing} is not installed)",

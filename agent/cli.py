@@ -11,7 +11,6 @@ still sees the code.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -40,7 +39,6 @@ from agent.profiles import (
 )
 from agent.ui import (
     CancelledView,
-    ConsolePresenter,
     DeclinedView,
     ErrorView,
     ExpiredView,
@@ -196,28 +194,15 @@ class Progress:
 
 
 def _open_screen() -> Presenter | None:
-    """The attached screen of ``agent.toml``'s ``[display]``, or None.
-
-    The console already shows everything, so only a real device counts; a
-    screen that cannot be opened is one warning line, never a failure.
-    """
+    """The attached screen of ``agent.toml``'s ``[display]``, or None (agent.assembly)."""
+    from agent.assembly import open_attached_screen
     from agent.config import load_config
     try:
         config = load_config(paths.config_file())
     except AgentError as exc:
         log.warning("no screen to show the code on: %s", exc)
         return None
-    settings = config.display.as_settings()
-    if str(settings.get("driver", "console")) in ("console", "none"):
-        return None
-    try:
-        from hardware.display import open_presenter
-    except ImportError:
-        log.warning("no screen support installed (install the 'display' extra)")
-        return None
-    # A device that fails falls back to the console; send that copy nowhere.
-    presenter = open_presenter(settings, stream=io.StringIO())
-    return None if isinstance(presenter, ConsolePresenter) else presenter
+    return open_attached_screen(config.display.as_settings())
 
 
 def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = None) -> TokenSet:

@@ -5,7 +5,7 @@ sensors, HTTP) runs on a :class:`Worker` and comes back as an :class:`Event`
 handed to the service's *post* callable, success or failure alike.
 
 >>> worker = Worker("network", post=events.put)
->>> worker.submit("upload", lambda: uploader.upload(outbox, 100))  # -> Event("upload", value=...)
+>>> worker.submit(Kind.UPLOAD, lambda: uploader.upload(outbox, 100))  # -> Event(Kind.UPLOAD, value=...)
 >>> worker.stop(timeout=3.0)
 True
 """
@@ -16,24 +16,14 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import AgentError
+from agent.service.events import Event, Kind
 
-__all__ = ["Event", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Event:
-    """Something that happened off the main thread."""
-
-    kind: str                       # "press", "hold", "readings", "upload", ...
-    value: Any = None
-    error: BaseException | None = None
-    generation: int = 0
 
 
 class Worker:
@@ -42,11 +32,11 @@ class Worker:
     def __init__(self, name: str, post: Callable[[Event], None]) -> None:
         self.name = name
         self._post = post
-        self._jobs: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Kind, Callable[[], Any]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._main, name=f"agent-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, kind: str, job: Callable[[], Any]) -> None:
+    def submit(self, kind: Kind, job: Callable[[], Any]) -> None:
         self._jobs.put((kind, job))
 
     def _main(self) -> None:
@@ -59,7 +49,7 @@ class Worker:
                 self._post(Event(kind, value=job()))
             except BaseException as exc:  # noqa: BLE001 - reported to the owner, never lost
                 if not isinstance(exc, AgentError):
-                    log.exception("%s job %s failed unexpectedly", self.name, kind)
+                    log.exception("%s job %s failed unexpectedly", self.name, kind.value)
                 self._post(Event(kind, error=exc))
 
     def stop(self, timeout: float) -> bool:
