@@ -185,6 +185,11 @@ class TelemetryFlow:
                 svc.reporter.dirty = True
             if now - svc.reporter.published_at >= STATUS_REFRESH:
                 svc.reporter.publish()          # counters over MQTT, at most every STATUS_REFRESH s
+            if not result.error and outbox_depth(svc.outbox) == 0:
+                # All sent: no second upload just to hear "nothing to send"
+                # (the next reading asks again). An idle minute wakes the
+                # loop three times: the read, its readings, the upload.
+                self.upload_wanted = False
         if result.error:
             self._failed(result.error, result.retry_after, permanent=result.permanent)
             return

@@ -40,6 +40,7 @@ class Worker:
         self._jobs.put((kind, job))
 
     def _main(self) -> None:
+        _name_os_thread(f"agent-{self.name}")
         while True:
             item = self._jobs.get()
             if item is None:
@@ -58,3 +59,12 @@ class Worker:
         self._jobs.put(None)
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+def _name_os_thread(name: str) -> None:
+    """Give the OS thread *name* too (``top -H``, /proc/.../comm, the benches); Linux only."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
+        pass
