@@ -64,6 +64,7 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen, int] | None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -111,10 +112,12 @@ def main() -> int:
             if args.compare:
                 trees.insert(0, (f"{args.compare}: ", export(args.compare, Path(tmp) / "compare")))
                 trees[1] = ("this tree: ", None)
-            broker = None if args.no_mqtt else start_broker(Path(tmp))
-            if broker is not None:
-                stack.callback(lambda: (broker[0].kill(), broker[0].wait()))
             for prefix, source in trees:
+                # A broker per tree: two agents with one client id would
+                # take the connection from each other all the time.
+                broker = None if args.no_mqtt else start_broker(Path(tmp) / f"broker{len(subjects)}")
+                if broker is not None:
+                    stack.callback(lambda b=broker: (b[0].kill(), b[0].wait()))
                 subjects[f"{prefix}entra-agent run, idle"] = stack.enter_context(
                     running_agent(interval=60, sensors=3, source=source)).pid
                 if broker is not None:

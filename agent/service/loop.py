@@ -42,12 +42,14 @@ from agent.service.controls import Controls
 from agent.service.events import NETWORK_JOBS, Event, Kind
 from agent.service.parts import Parts
 from agent.service.reporter import Reporter
+from agent.service.schedule import Schedule
 from agent.service.signin import SIGN_IN_RETRY_DELAY, SignInFlow
+from agent.service.stopping import STOP_GRACE, Stopper
 from agent.service.telemetry import TelemetryFlow
 from agent.service.timers import Timer, Timers
-from agent.service.workers import Worker
+from agent.service.workers import Jobs
 from agent.signals import install_stop_handlers, restore_handlers
-from agent.states import SIGN_IN_STOPPED, SIGNED_IN, STARTING, STOPPING, check_transition
+from agent.states import SIGNED_IN, STARTING, STOPPING, check_transition
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.auth.devicecode import DeviceAuthorization
@@ -58,17 +60,10 @@ __all__ = ["Service", "STOP_GRACE", "MAX_INFLIGHT_WAIT", "HISTORY_MAX"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds SIGTERM waits for a job in flight (an upload) before closing anyway.
-STOP_GRACE = 3.0
 #: Longest real wait while a job is in flight (jobs post an event when done).
 MAX_INFLIGHT_WAIT = 1.0
 #: States remembered in Service.history (for tests, the demo and debugging).
 HISTORY_MAX = 200
-#: Seconds between WATCHDOG=1 when systemd asks without saying how often.
-WATCHDOG_DEFAULT = 30.0
-
-#: The timers that wake the loop by themselves (the others end windows).
-_ALWAYS = (Timer.RETRY_SIGN_IN, Timer.TICK, Timer.DISPLAY, Timer.WATCHDOG)
 
 
 class Service:
@@ -105,21 +100,16 @@ class Service:
         self.mqtt_connected: bool | None = None          # None without MQTT
         self.loop_iterations = 0
         self.timers = Timers()
-        self._busy: dict[str, int] = {}                  # jobs queued or running, per worker
         self._set_up = False
-        self._finished = False
-        self._before_stop: tuple[str, float] = (STARTING, self.since)
-        self._watchdog_every = watchdog_interval()
-        if self._watchdog_every:
-            self.timers.set(Timer.WATCHDOG, clock.monotonic())
-        self._sensor_worker: Worker | None = None
-        self._net_worker: Worker | None = None
+        self.jobs = Jobs(self.events.put)
 
         self.reporter = Reporter(self)
         self.signin = SignInFlow(self, retry_delay=sign_in_retry_delay)
         self.account = AccountFlow(self)
         self.telemetry = TelemetryFlow(self)
         self.controls = Controls(self)
+        self.schedule = Schedule(self, watchdog_interval())
+        self.stopper = Stopper(self)
         self._handlers: dict[Kind, Callable[[Event], None]] = {
             Kind.PRESS: self.controls.on_press,
             Kind.HOLD_START: self.controls.on_hold_start,
@@ -154,7 +144,11 @@ class Service:
     @property
     def finished(self) -> bool:
         """True once the service has stopped and released everything."""
-        return self._finished
+        return self.stopper.finished
+
+    @property
+    def started(self) -> bool:
+        return self._set_up
 
     @property
     def last_upload(self) -> float | None:
@@ -181,8 +175,10 @@ class Service:
         """The status dict (MQTT, status.json)."""
         return self.reporter.status()
 
-    def _is_busy(self, worker: str) -> bool:
-        return self._busy.get(worker, 0) > 0
+    def is_busy(self, worker: str) -> bool:
+        return self.jobs.is_busy(worker)
+
+    _is_busy = is_busy
 
     # -- running ---------------------------------------------------------------------
 
@@ -197,11 +193,11 @@ class Service:
             self.stop()
         try:
             self.start()
-            while not self._finished:
+            while not self.stopper.finished:
                 self.step()
         finally:
             restore_handlers(handlers)
-            if not self._finished:
+            if not self.stopper.finished:
                 self._shutdown()
         return 0
 
@@ -216,7 +212,7 @@ class Service:
         for _ in range(max_steps):
             if predicate(self):
                 return True
-            if self._finished:
+            if self.stopper.finished:
                 return predicate(self)
             self.step()
         return predicate(self)
@@ -227,8 +223,7 @@ class Service:
             return
         self._set_up = True
         self.token_service = self.account.start_token_service()
-        self._sensor_worker = Worker("sensors", self.events.put)
-        self._net_worker = Worker("network", self.events.put)
+        self.jobs.start()
         now = self.clock.monotonic()
         self.telemetry.start(now)
         if self.publisher is not None:
@@ -243,7 +238,7 @@ class Service:
 
     def step(self) -> None:
         """One turn of the loop: handle an event, or run due timers, or wait."""
-        if self._finished:
+        if self.stopper.finished:
             return
         self.loop_iterations += 1
         event = self.events.get()
@@ -251,7 +246,7 @@ class Service:
             self._handle(event)
         else:
             now = self.clock.monotonic()
-            if not self._run_timers(now):
+            if not self.schedule.run_due(now):
                 self._idle(now)
         if self.state == STOPPING and not self._shutting_down_blocked():
             self._shutdown()
@@ -259,100 +254,30 @@ class Service:
             self.reporter.after_turn()
 
     def _idle(self, now: float) -> None:
-        deadline = self._next_deadline()
+        deadline = self.schedule.next_deadline()
         timeout = max(0.0, deadline - now) if deadline is not None else 3600.0
         wakeup = self.events.wakeup
         wakeup.clear()
         if not self.events.empty():
             return
-        if self._busy or self.signin.thread is not None:
+        if self.jobs.any_busy() or self.signin.thread is not None:
             # Someone is working: wait for their event in real time. Agent
             # time (a FakeClock in tests) does not run ahead meanwhile.
             wakeup.wait(min(timeout, MAX_INFLIGHT_WAIT))
         else:
             self.clock.wait(timeout, wakeup)
 
-    def _next_deadline(self) -> float | None:
-        # A timer whose worker is busy is not a deadline: the job's event
-        # wakes the loop (counting it would spin on a zero timeout).
-        names = list(_ALWAYS)
-        if self.state == STOPPING:
-            names = [Timer.WATCHDOG, Timer.STOP_GRACE]
-        else:
-            if not self._is_busy("readings"):
-                names.append(Timer.READ)
-            if not self._is_busy("network"):
-                if self.state in (SIGNED_IN, STARTING):
-                    names.append(Timer.REFRESH)
-                if self.telemetry.can_upload():
-                    names.append(Timer.UPLOAD)
-        return self.timers.earliest(names)
-
-    def _run_timers(self, now: float) -> bool:
-        """Run every due timer; True when something was done."""
-        timers, did = self.timers, False
-        if timers.due(Timer.WATCHDOG, now):
-            self.notifier.watchdog()
-            timers.set(Timer.WATCHDOG, now + (self._watchdog_every or WATCHDOG_DEFAULT))
-            did = True
-        if self.state == STOPPING:
-            return did
-        if timers.due(Timer.READ, now) and not self._is_busy("readings"):
-            self.telemetry.read_due(now)
-            did = True
-        if self.state in (SIGNED_IN, STARTING) and timers.due(Timer.REFRESH, now) \
-                and not self._is_busy("network"):
-            self.account.refresh_due()
-            did = True
-        if self.telemetry.can_upload() and timers.due(Timer.UPLOAD, now) \
-                and not self._is_busy("network"):
-            self.telemetry.upload_due()
-            did = True
-        if timers.due(Timer.RETRY_SIGN_IN, now) and self.state == SIGN_IN_STOPPED:
-            timers.clear(Timer.RETRY_SIGN_IN)
-            self.signin.retry_due()
-            did = True
-        if timers.due(Timer.TICK, now):
-            timers.set(Timer.TICK, now + 1.0)
-            if not (self.controls.tick() or self.signin.tick()):
-                timers.clear(Timer.TICK)
-            did = True
-        if timers.due(Timer.DISPLAY, now):
-            timers.clear(Timer.DISPLAY)
-            if self.state == SIGNED_IN:
-                self.reporter.show_status()
-            did = True
-        return did
-
-    # -- jobs ---------------------------------------------------------------------------
-
-    def _mark_busy(self, worker: str, delta: int) -> None:
-        count = self._busy.get(worker, 0) + delta
-        if count > 0:
-            self._busy[worker] = count
-        else:
-            self._busy.pop(worker, None)
-
     def submit_sensors(self, job: Callable[[], Any]) -> None:
-        """Run *job* on the sensors worker; its result comes back as a READINGS event."""
-        self._mark_busy("readings", +1)
-        assert self._sensor_worker is not None
-        self._sensor_worker.submit(Kind.READINGS, job)
+        self.jobs.submit_sensors(job)
 
     def submit_net(self, kind: Kind, job: Callable[[], Any]) -> None:
-        """Run *job* on the network worker (in order); its result comes back as *kind*."""
-        self._mark_busy("network", +1)
-        assert self._net_worker is not None
-        self._net_worker.submit(kind, job)
+        self.jobs.submit_net(kind, job)
 
     # -- events ---------------------------------------------------------------------------
 
     def _handle(self, event: Event) -> None:
         kind = event.kind
-        if kind is Kind.READINGS:
-            self._mark_busy("readings", -1)
-        elif kind in NETWORK_JOBS:
-            self._mark_busy("network", -1)
+        self.jobs.done(kind, NETWORK_JOBS)
         if kind is Kind.STOP:
             self._begin_stop()
             return
@@ -388,74 +313,15 @@ class Service:
     # -- stopping ---------------------------------------------------------------------------
 
     def _begin_stop(self) -> None:
-        if self.state == STOPPING:
-            return
-        log.info("stopping")
-        # What MQTT keeps (retained) after the stop: the last real state.
-        self._before_stop = (self.state, self.since)
-        self.notifier.stopping()
-        self.signin.cancel()
-        self.timers.clear(Timer.TICK, Timer.DISPLAY, Timer.REFRESH, Timer.RETRY_SIGN_IN, Timer.READ)
-        self.timers.set(Timer.STOP_GRACE, self.clock.monotonic() + STOP_GRACE)
-        self.enter(STOPPING, view=ui.ProgressView("Stopping"))
+        self.stopper.begin()
 
     def _shutting_down_blocked(self) -> bool:
-        # Give a reading or an upload in flight a moment to land in the outbox.
-        return bool(self._busy) and not self.timers.due(Timer.STOP_GRACE, self.clock.monotonic())
+        return self.stopper.blocked()
 
     def close(self) -> None:
         """Release everything: a started service stops first; one never started
         only closes its parts."""
-        if self._set_up:
-            if not self._finished:
-                self._shutdown()
-            return
-        self._finished = True
-        self._close_parts()
+        self.stopper.close()
 
     def _shutdown(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        if self.state != STOPPING:
-            self._begin_stop()
-        if self.token_service is not None:
-            self.token_service.stop()
-        for worker in (self._sensor_worker, self._net_worker):
-            if worker is not None and not worker.stop(STOP_GRACE):
-                log.warning("%s thread still busy at shutdown; leaving it", worker.name)
-        if self.uploader is not None and hasattr(self.uploader, "close"):
-            self.uploader.close()
-        try:
-            if self.outbox is not None:
-                self.outbox.close()            # spill: nothing read is lost
-        except Exception:  # noqa: BLE001 - keep closing the rest
-            log.exception("closing the outbox failed")
-        self.reporter.final_publish(self._before_stop)
-        self._close_devices()
-        self.reporter.final_write()
-        self.notifier.close()
-        log.info("stopped")
-
-    def _close_parts(self) -> None:
-        for part in (self.uploader, self.outbox, self.publisher):
-            try:
-                if part is not None and hasattr(part, "close"):
-                    part.close()
-            except Exception:  # noqa: BLE001 - keep closing the rest
-                log.exception("closing %s failed", type(part).__name__)
-        self._close_devices()
-
-    def _close_devices(self) -> None:
-        for part in (self.button, self.led):
-            if part is not None:
-                try:
-                    if part is self.led:
-                        part.set_mode("off")
-                    part.close()
-                except Exception:  # noqa: BLE001
-                    log.exception("closing %s failed", type(part).__name__)
-        try:
-            self.presenter.close()
-        except Exception:  # noqa: BLE001
-            log.exception("closing the display failed")
+        self.stopper.shutdown()

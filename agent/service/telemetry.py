@@ -122,7 +122,7 @@ class TelemetryFlow:
                                                {r.sensor: r.unit for r in readings})
         # read_all reports failures as (sensor name, reason). Log a sensor when
         # it starts failing and when it recovers, not at every reading.
-        reasons = dict(f if isinstance(f, tuple) else (str(f), "") for f in failures or ())
+        reasons: dict[str, str] = dict(f if isinstance(f, tuple) else (str(f), "") for f in failures or ())
         names = sorted(reasons)
         if names != self.sensor_failures:
             for name in names:

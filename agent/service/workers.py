@@ -68,3 +68,59 @@ def _name_os_thread(name: str) -> None:
             comm.write(name[:15])
     except OSError:
         pass
+
+
+class Jobs:
+    """The service's two workers and what each has in flight.
+
+    ``sensors`` reads (and keeps the readings in the outbox); ``network``
+    runs HTTP in order (uploads, refreshes, code requests, sign-out,
+    revocation). The loop counts jobs queued or running per worker, so a
+    timer whose worker is busy is no deadline, and stopping waits for them.
+    """
+
+    def __init__(self, post: Callable[[Event], None]) -> None:
+        self._post = post
+        self._busy: dict[str, int] = {}
+        self._sensors: Worker | None = None
+        self._network: Worker | None = None
+
+    def start(self) -> None:
+        self._sensors = Worker("sensors", self._post)
+        self._network = Worker("network", self._post)
+
+    def submit_sensors(self, job: Callable[[], Any]) -> None:
+        """Run *job* on the sensors worker; its result comes back as a READINGS event."""
+        self._mark("readings", +1)
+        assert self._sensors is not None
+        self._sensors.submit(Kind.READINGS, job)
+
+    def submit_net(self, kind: Kind, job: Callable[[], Any]) -> None:
+        """Run *job* on the network worker (in order); its result comes back as *kind*."""
+        self._mark("network", +1)
+        assert self._network is not None
+        self._network.submit(kind, job)
+
+    def done(self, kind: Kind, network_jobs: frozenset[Kind]) -> None:
+        """An event arrived: when it ends a job, that worker has one less in flight."""
+        if kind is Kind.READINGS:
+            self._mark("readings", -1)
+        elif kind in network_jobs:
+            self._mark("network", -1)
+
+    def is_busy(self, worker: str) -> bool:
+        """Whether *worker* ("readings", "network") has a job queued or running."""
+        return self._busy.get(worker, 0) > 0
+
+    def any_busy(self) -> bool:
+        return bool(self._busy)
+
+    def workers(self) -> tuple[Worker, ...]:
+        return tuple(w for w in (self._sensors, self._network) if w is not None)
+
+    def _mark(self, worker: str, delta: int) -> None:
+        count = self._busy.get(worker, 0) + delta
+        if count > 0:
+            self._busy[worker] = count
+        else:
+            self._busy.pop(worker, None)

@@ -168,8 +168,8 @@ class Uploader:
         endpoint: str,
         *,
         device_id: str,
-        token: Callable[[], str],
-        refresh_token: Callable[[], str],
+        token: Callable[[], str | None],
+        refresh_token: Callable[[], str | None],
         session: "requests.Session | None" = None,
         clock: Clock,
         timeout: float = 10.0,
@@ -276,8 +276,7 @@ class Uploader:
         return result
 
     def _send(self, outbox: Outbox, batch: list[Reading]) -> UploadResult:
-        token = self._token()
-        self._secrets.append(token)
+        token = self._bearer(self._token)
         refreshed = False
         accepted = 0
         dead = 0
@@ -290,8 +289,7 @@ class Uploader:
             if status == 401 and not refreshed:
                 refreshed = True
                 log.info("upload: the endpoint answered 401; refreshing the token once")
-                token = self._refresh_token()
-                self._secrets.append(token)
+                token = self._bearer(self._refresh_token)
                 status, headers, detail = self._post(part, token)
             ids = [r.id for r in part]
             if status is not None and 200 <= status < 300:
@@ -333,6 +331,17 @@ class Uploader:
         if errors:
             return UploadResult(accepted, None, errors[-1], True, dead, status)
         return UploadResult(accepted, None, None, False, dead, status)
+
+    def _bearer(self, get: Callable[[], str | None]) -> str:
+        """A token from *get*, remembered for redaction; none (signed out
+        meanwhile) is SignInRequired, never a POST without a credential."""
+        token = get()
+        if not token:
+            from agent.auth.errors import SignInRequired
+            raise SignInRequired("not signed in: no token to upload with",
+                                 "sign in on the device; the readings are kept")
+        self._secrets.append(token)
+        return token
 
     def _post(self, part: list[Reading], token: str) -> tuple[int | None, Mapping[str, str], str]:
         """One POST. Returns (status or None when no answer, headers, detail)."""
