@@ -54,6 +54,7 @@ class Reporter:
         self.published_at = service.clock.monotonic()
         self._counters_at = float("-inf")
         self._counters: tuple[Any, ...] | None = None
+        self._published_counters: tuple[Any, ...] | None = None
 
     def entered(self) -> None:
         """After a state (re)entry: LED, systemd's STATUS, MQTT and status.json."""
@@ -85,7 +86,11 @@ class Reporter:
         svc = self._svc
         self.published_at = svc.clock.monotonic()
         if svc.publisher is not None:
+            self._published_counters = self._counters_now()
             svc.publisher.publish_state(self.status())
+
+    def _counters_now(self) -> tuple[Any, ...]:
+        return (outbox_depth(self._svc.outbox), self._svc.telemetry.last_upload)
 
     def changed(self) -> None:
         """Something worth telling changed: MQTT now, status.json after this turn."""
@@ -115,10 +120,11 @@ class Reporter:
         if now - self._counters_at < STATUS_REFRESH or svc.state == STOPPING:
             return
         self._counters_at = now
-        counters = (outbox_depth(svc.outbox), svc.telemetry.last_upload)
+        counters = self._counters_now()
         if counters != self._counters:
             self._counters = counters
-            self.publish()
+            if counters != self._published_counters:   # MQTT has them already otherwise
+                self.publish()
             self.write()
 
     def show_status(self) -> None:
