@@ -127,3 +127,26 @@ def test_the_idle_loop_sleeps_until_its_next_reading(make_service, idp, receiver
     assert 10 <= len(slept) <= 11, slept
     assert all(w == pytest.approx(60, abs=1) for w in slept[1:]), slept
     assert len(receiver.unique_ids) - sent >= 18          # two sensors a minute, all sent
+
+
+def test_composition_runs_one_way_and_only_assembly_imports_hardware():
+    """No import circle (the service never imports assembly), and no module of
+    agent/ but assembly.py imports hardware or luma."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, agent.service, agent.service.loop\n"
+            "print(sorted(m for m in sys.modules if m == 'agent.assembly' or m.startswith(('hardware', 'luma'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    root = Path(__file__).resolve().parent.parent / "agent"
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] in ("hardware", "luma") for n in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers == {"assembly.py"}
