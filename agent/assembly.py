@@ -146,11 +146,17 @@ def build_service(config: "AgentConfig", *, clock: Clock | None = None, stream: 
 
         profile = ProfileStore(paths.profiles_file()).get(config.profile)
         token_client = TokenClient(profile, store=TokenStore(paths.token_dir()), clock=clock)
+    opened = presenter is None
     if presenter is None:
         presenter = open_face(config.display.as_settings(), clock=clock, stream=stream)
     rng = rng or random.Random()
-    built = build_parts(config, clock=clock, token_client=token_client, presenter=presenter,
-                        rng=rng, **parts)
+    try:
+        built = build_parts(config, clock=clock, token_client=token_client, presenter=presenter,
+                            rng=rng, **parts)
+    except BaseException:
+        if opened:
+            presenter.close()          # the screen goes dark rather than frozen on "Starting"
+        raise
     if sign_in_retry_delay is None:
         return Service(config, built, clock=clock, rng=rng)
     return Service(config, built, clock=clock, rng=rng, sign_in_retry_delay=sign_in_retry_delay)

@@ -67,7 +67,8 @@ def running_agent(*, interval: float = 60, sensors: int = 3, mqtt: tuple[str, in
         kinds = ["uptime", "load_average", "memory", "disk_usage"]
         table = "".join(f'[[sensors]]\ntype = "{kinds[i % len(kinds)]}"\nname = "s{i}"\n'
                         for i in range(sensors))
-        broker = f'[mqtt]\nhost = "{mqtt[0]}"\nport = {mqtt[1]}\n' if mqtt else ""
+        # connect at once: the measured minutes are the steady state, not the first connect
+        broker = (f'[mqtt]\nhost = "{mqtt[0]}"\nport = {mqtt[1]}\nconnect_spread = 0\n' if mqtt else "")
         config = root / "config" / "agent.toml"
         config.write_text(f'device_id = "bench"\n[telemetry]\nendpoint = "{rx.url}"\n'
                           f'interval = {interval}\njitter = false\ndurability = "{durability}"\n'
