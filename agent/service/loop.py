@@ -52,8 +52,6 @@ from agent.signals import install_stop_handlers, restore_handlers
 from agent.states import SIGNED_IN, STARTING, STOPPING, check_transition
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agent.auth.devicecode import DeviceAuthorization
-    from agent.auth.tokens import TokenSet
     from agent.config import AgentConfig
 
 __all__ = ["Service", "STOP_GRACE", "MAX_INFLIGHT_WAIT", "HISTORY_MAX"]
@@ -158,18 +156,6 @@ class Service:
     @property
     def readings_taken(self) -> int:
         return self.telemetry.readings_taken
-
-    @property
-    def _tokens(self) -> "TokenSet | None":
-        return self.tokens.get()
-
-    @property
-    def _authorization(self) -> "DeviceAuthorization | None":
-        return self.signin.authorization
-
-    @property
-    def _sign_in_thread(self) -> threading.Thread | None:
-        return self.signin.thread
 
     def _status(self) -> dict[str, Any]:
         """The status dict (MQTT, status.json)."""
