@@ -166,10 +166,10 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  device {config.device_id}, profile {profile.name}, {len(config.sensors)} sensors, "
           f"every {config.telemetry.interval:g} s")
     print(f"  endpoint {endpoint}; MQTT {mqtt}; display {config.display.driver}")
-    from hardware.pins import pin_backend
+    from agent.assembly import pin_backend_line
 
     # The pin library the button and LED get (lgpio from Debian or a wheel, ...).
-    print(f"  gpio {pin_backend().describe()}")
+    print(f"  gpio {pin_backend_line()}")
     if config.token_service.enabled:
         from agent.tokensecret import read_secret, secret_path
         read_secret(secret_path())          # exists and is private (it is never printed)
@@ -185,9 +185,10 @@ def _check_display_driver(path: Path, driver: str) -> None:
     the agent), so without this check a typo passes check-config and shows up
     as a dark screen. Skipped when luma is not installed: ``run`` says so.
     """
+    from agent.assembly import luma_display_drivers
     from agent.config.drivers import driver_problem
 
-    known = driver_problem(driver)
+    known = driver_problem(driver, luma_display_drivers())
     if known is not None:
         from agent.errors import ConfigError
 
@@ -241,10 +242,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _screens(args: argparse.Namespace) -> int:
     # Pillow, luma and segno are imported as the drawing needs them, so a
     # missing one shows up inside write_gallery as well as here.
-    try:
-        from hardware.screens import write_gallery
+    from agent.assembly import write_screen_gallery
 
-        written = write_gallery(args.out)
+    try:
+        written = write_screen_gallery(args.out)
     except ImportError as exc:
         missing = {"PIL": "Pillow"}.get(exc.name or "", exc.name or "Pillow")
         raise AgentError(f"drawing screens needs Pillow, luma and segno ({missing} is not installed)",

@@ -11,22 +11,20 @@ still sees the code.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
-import time
-from typing import Any, TextIO
+from typing import Any
 
-from agent import __version__, paths, report, termui, waits
+from agent import __version__, paths, report, waits
 from agent.argparsing import Parser, add_verbose, verbosity
-from agent.auth.errors import AuthorizationDeclined, CodeExpired, SignInRequired
+from agent.auth.errors import SignInRequired
 from agent.auth.tokens import TokenClient, TokenSet
+from agent.clisignin import PROG, open_screen, sign_in
 from agent.errors import (
     EXIT_OK,
     EXIT_USAGE,
     AgentError,
-    CancelledError,
     UsageError,
     run_command,
 )
@@ -39,26 +37,15 @@ from agent.profiles import (
     ProfileStore,
 )
 from agent.ui import (
-    CancelledView,
-    ConsolePresenter,
-    DeclinedView,
-    ErrorView,
-    ExpiredView,
-    Presenter,
-    SignedInView,
-    SignInView,
-    View,
-    box,
     format_duration,
 )
 
 __all__ = ["main"]
 
-PROG = "entra-auth-cli"
+_sign_in = sign_in          # the name tests and older callers use
+
 log = logging.getLogger(__name__)
 
-#: Without a terminal, how often a progress line is printed, in seconds.
-PLAIN_PROGRESS_EVERY = 60.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,120 +151,7 @@ def _client(profile: Profile) -> TokenClient:
     return TokenClient(profile, store=TokenStore(paths.token_dir(), on_lock_wait=waits.token_file_busy))
 
 
-class Progress:
-    """The seed's waiting experience on stderr: a spinner with the time left
-    where ``\r`` can overwrite a line (fitted to its width), a plain line now
-    and then otherwise (a pipe, ``TERM=dumb``, a terminal without a width)."""
-
-    def __init__(self, stream: TextIO, term: termui.Terminal | None = None) -> None:
-        self.stream = stream
-        self.term = term or termui.terminal(stream)
-        self.tty = self.term.overwrite
-        self._frame = 0
-        self._last_plain: float | None = None
-
-    def update(self, seconds_left: float) -> None:
-        if self.tty:
-            self._frame += 1
-            self.stream.write("\r" + termui.spinner_line(self.term, self._frame, seconds_left)
-                              + "\033[K")
-            self.stream.flush()
-            return
-        now = time.monotonic()
-        if self._last_plain is None or now - self._last_plain >= PLAIN_PROGRESS_EVERY:
-            self._last_plain = now
-            self.stream.write(f"Waiting for authentication... ({format_duration(seconds_left)} left)\n")
-            self.stream.flush()
-
-    def clear(self) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
-def _open_screen() -> Presenter | None:
-    """The attached screen of ``agent.toml``'s ``[display]``, or None.
-
-    The console already shows everything, so only a real device counts; a
-    screen that cannot be opened is one warning line, never a failure.
-    """
-    from agent.config import load_config
-    try:
-        config = load_config(paths.config_file())
-    except AgentError as exc:
-        log.warning("no screen to show the code on: %s", exc)
-        return None
-    settings = config.display.as_settings()
-    if str(settings.get("driver", "console")) in ("console", "none"):
-        return None
-    try:
-        from hardware.display import open_presenter
-    except ImportError:
-        log.warning("no screen support installed (install the 'display' extra)")
-        return None
-    # A device that fails falls back to the console; send that copy nowhere.
-    presenter = open_presenter(settings, stream=io.StringIO())
-    return None if isinstance(presenter, ConsolePresenter) else presenter
-
-
-def _sign_in(client: TokenClient, scopes: list[str], screen: Presenter | None = None) -> TokenSet:
-    err = sys.stderr
-    with waits.provider_slow(client, "a sign-in code"):
-        authorization = client.request_code(scopes or None)
-
-    def view_now() -> SignInView:
-        return report.sign_in_view(authorization, client.clock)
-
-    view = view_now()
-    term = termui.terminal(err)
-    err.write("To sign in, use a web browser to open the page:\n"
-              f"{authorization.verification_uri}\n"
-              f"And enter the code: {authorization.user_code}\n\n")
-    boxed = box(view, term=term)
-    if boxed:
-        err.write(boxed + "\n")
-    err.flush()
-    progress = Progress(err, term)
-
-    def on_wait(seconds_left: float) -> None:
-        progress.update(seconds_left)
-        if screen is not None:
-            screen.show(view_now())
-
-    try:
-        tokens = client.poll(authorization, on_wait=on_wait,
-                             tick=1.0 if progress.tty or screen is not None else None)
-    except CodeExpired:
-        _show(screen, ExpiredView(button=False))
-        raise CodeExpired("Device code expired. Please try again.",
-                          f"run: {PROG} get-token --flow device-code --profile {client.profile.name}") from None
-    except AuthorizationDeclined as exc:
-        _show(screen, DeclinedView(button=False))
-        raise AuthorizationDeclined(
-            exc.message, f"run: {PROG} get-token --flow device-code --profile {client.profile.name} "
-                         "to try again", description=exc.description, aadsts=exc.aadsts) from None
-    except (CancelledError, KeyboardInterrupt):
-        _show(screen, CancelledView(button=False))
-        raise
-    except AgentError as exc:
-        _show(screen, ErrorView(exc.message))
-        raise
-    finally:
-        progress.clear()
-    _show(screen, SignedInView(tokens.account))
-    who = f" as {tokens.account}" if tokens.account else ""
-    err.write(f"{termui.check_mark(term)} Authentication successful{who}!\n"
-              f"Token saved to profile '{client.profile.name}'\n")
-    err.flush()
-    return tokens
-
-
 # -- commands -------------------------------------------------------------------
-
-def _show(screen: Presenter | None, view: View) -> None:
-    if screen is not None:
-        report.show(screen, view)     # a display fault never stops the sign-in
-
 
 def _get_token(args: argparse.Namespace) -> int:
     from agent.profiles import validate_scopes
@@ -320,9 +194,9 @@ def _sign_in_once(client: TokenClient, scopes: list[str], *, display: bool) -> T
             else:
                 waits.say(f"Signed in by the other sign-in; using its token for profile '{name}'.")
                 return tokens
-        screen = _open_screen() if display else None
+        screen = open_screen() if display else None
         try:
-            return _sign_in(client, scopes, screen)
+            return sign_in(client, scopes, screen)
         finally:
             if screen is not None:
                 screen.close()

@@ -249,7 +249,7 @@ class ConsolePresenter:
         self._last_key: object = None
 
     def show(self, view: View) -> None:
-        key = (type(view), view.user_code) if isinstance(view, SignInView) else view
+        key: object = (type(view), view.user_code) if isinstance(view, SignInView) else view
         if isinstance(view, StatusView):
             # Ages tick every second; print when the substance changes.
             key = (type(view), view.account, view.outbox_depth == 0, view.mqtt_connected)

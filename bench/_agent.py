@@ -44,8 +44,11 @@ def proc_status(pid: int) -> dict[str, int]:
 
 @contextlib.contextmanager
 def running_agent(*, interval: float = 60, sensors: int = 3, mqtt: tuple[str, int] | None = None,
-                  durability: str = "spill") -> Iterator[subprocess.Popen]:
-    """A signed-in ``entra-agent run`` process; stopped (SIGTERM) on exit."""
+                  durability: str = "spill", source: Path | None = None) -> Iterator[subprocess.Popen]:
+    """A signed-in ``entra-agent run`` process; stopped (SIGTERM) on exit.
+
+    *source*: run the ``agent`` package of that tree instead (another
+    revision, for a side-by-side comparison)."""
     from agent.clock import SystemClock
     from agent.profiles import Profile, ProfileStore
     from agent.sandbox.idp import IdentityProvider
@@ -64,13 +67,16 @@ def running_agent(*, interval: float = 60, sensors: int = 3, mqtt: tuple[str, in
         kinds = ["uptime", "load_average", "memory", "disk_usage"]
         table = "".join(f'[[sensors]]\ntype = "{kinds[i % len(kinds)]}"\nname = "s{i}"\n'
                         for i in range(sensors))
-        broker = f'[mqtt]\nhost = "{mqtt[0]}"\nport = {mqtt[1]}\n' if mqtt else ""
+        # connect at once: the measured minutes are the steady state, not the first connect
+        broker = (f'[mqtt]\nhost = "{mqtt[0]}"\nport = {mqtt[1]}\nconnect_spread = 0\n' if mqtt else "")
         config = root / "config" / "agent.toml"
         config.write_text(f'device_id = "bench"\n[telemetry]\nendpoint = "{rx.url}"\n'
                           f'interval = {interval}\njitter = false\ndurability = "{durability}"\n'
                           f'[display]\ndriver = "none"\n{table}{broker}')
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
-                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                env=env, cwd=source, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(root / "agent.log", "wb"))
         try:
             status = root / "run" / "status.json"

@@ -1,6 +1,6 @@
 """Wakeups per minute of an idle agent (signed in, reading every 60 s).
 
-    python3 bench/idle_wakeups.py [--seconds S] [--no-mqtt]
+    python3 bench/idle_wakeups.py [--seconds S] [--no-mqtt] [--compare REF]
 
 Side by side in one run: a bare ``import requests, paho.mqtt.client``
 process that sleeps, a signed-in ``entra-agent run`` without MQTT, and (when
@@ -8,6 +8,10 @@ the ``mosquitto`` binary is installed) the same with MQTT to a local broker.
 Counts voluntary context switches of all threads of each process (from
 /proc/<pid>/task/*/status) over the same real *seconds*, and prints them per
 minute, per thread. A switch is a thread going to sleep: a wakeup.
+
+``--compare REF`` runs the same agents from git revision *REF* (``git
+archive`` into a temporary directory) next to this tree's, all over the same
+real seconds.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def per_thread(pid: int) -> dict[str, int]:
             continue
         for line in text.splitlines():
             if line.startswith("voluntary_ctxt_switches:"):
-                out[f"{name}[{task.name}]"] = int(line.split()[1])
+                label = "main (the loop)" if task.name == str(pid) else name
+                out[f"{label}[{task.name}]"] = int(line.split()[1])
     return out
 
 
@@ -59,6 +64,7 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen, int] | None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,15 +78,26 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen, int] | None:
     return None
 
 
+def export(ref: str, where: Path) -> Path:
+    """The tree of git revision *ref* in *where* (``git archive``: no checkout touched)."""
+    repo = Path(__file__).resolve().parent.parent
+    where.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return where
+
+
 def report(label: str, total: float, threads: dict[str, float]) -> None:
     detail = ", ".join(f"{k} {v:.0f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v)
-    print(f"{label:<34} {total:7.1f} wakeups/min   ({detail or 'none'})")
+    print(f"{label:<42} {total:7.1f} wakeups/min   ({detail or 'none'})")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="real seconds to count over")
     parser.add_argument("--no-mqtt", action="store_true")
+    parser.add_argument("--compare", metavar="REF", help="also run git revision REF's agent, side by side")
     args = parser.parse_args()
 
     bare = subprocess.Popen([sys.executable, "-c",
@@ -91,13 +108,22 @@ def main() -> int:
         try:
             assert bare.stdout.readline().strip() == "ready"
             subjects = {"bare import, sleeping": bare.pid}
-            subjects["entra-agent run, idle"] = stack.enter_context(
-                running_agent(interval=60, sensors=3)).pid
-            broker = None if args.no_mqtt else start_broker(Path(tmp))
-            if broker is not None:
-                stack.callback(lambda: (broker[0].kill(), broker[0].wait()))
-                subjects["entra-agent run, idle, MQTT"] = stack.enter_context(
-                    running_agent(interval=60, sensors=3, mqtt=("127.0.0.1", broker[1]))).pid
+            trees: list[tuple[str, Path | None]] = [("", None)]
+            if args.compare:
+                trees.insert(0, (f"{args.compare}: ", export(args.compare, Path(tmp) / "compare")))
+                trees[1] = ("this tree: ", None)
+            for prefix, source in trees:
+                # A broker per tree: two agents with one client id would
+                # take the connection from each other all the time.
+                broker = None if args.no_mqtt else start_broker(Path(tmp) / f"broker{len(subjects)}")
+                if broker is not None:
+                    stack.callback(lambda b=broker: (b[0].kill(), b[0].wait()))
+                subjects[f"{prefix}entra-agent run, idle"] = stack.enter_context(
+                    running_agent(interval=60, sensors=3, source=source)).pid
+                if broker is not None:
+                    subjects[f"{prefix}entra-agent run, idle, MQTT"] = stack.enter_context(
+                        running_agent(interval=60, sensors=3, mqtt=("127.0.0.1", broker[1]),
+                                      source=source)).pid
             time.sleep(3)                    # let start-up settle
             # Every process is measured over the same real interval.
             out: dict[str, tuple[float, dict[str, float]]] = {}

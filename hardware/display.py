@@ -152,7 +152,7 @@ def open_device(settings: Mapping[str, object]) -> Any:
         return dummy(width=_int(settings, "width"), height=_int(settings, "height"),
                      rotate=_int(settings, "rotate"), mode=str(settings.get("mode", "1")))
     display = "linux_framebuffer" if driver == "framebuffer" else driver
-    known = driver_problem(driver)
+    known = driver_problem(driver, luma_drivers())
     if known is not None:
         raise HardwareError(
             f"display {driver!r} is not a known driver",
@@ -261,3 +261,12 @@ def _explain(exc: Exception, name: str, driver: str,
     kind = type(exc).__name__
     return HardwareError(f"display {name} not available: {kind}: {text or 'no details'}",
                          "check [display] driver, interface, width, height and rotate")
+
+
+def luma_drivers() -> list[str] | None:
+    """Every device name luma knows here, sorted; None when luma is not installed."""
+    try:
+        import luma.core.cmdline as cmdline
+    except ImportError:
+        return None
+    return sorted({d for kind in cmdline.get_display_types().values() for d in kind})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from agent import paths, ui
+from agent.assembly import build_service
 from agent.auth.tokens import TokenClient
 from agent.config import load_config
 from agent.notify import Notifier
@@ -69,7 +70,7 @@ def make_service(agent_dirs, fake_clock, idp):
                              clock=clock)
         kw.setdefault("presenter", RecordingPresenter())
         kw.setdefault("notifier", Notifier(None))
-        service = Service(config, clock=clock, token_client=client, **kw)
+        service = build_service(config, clock=clock, token_client=client, **kw)
         made.append(service)
         return service
 
@@ -81,6 +82,8 @@ def make_service(agent_dirs, fake_clock, idp):
         elif service._set_up and not service.finished:
             service.stop()
             service.run_until(lambda s: s.finished, 2000)
+        else:
+            service.close()          # built, never started: its outbox and devices
 
 
 def in_state(state):

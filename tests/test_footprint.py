@@ -54,7 +54,7 @@ def test_display_config_without_the_extra_falls_back_to_the_console(tmp_path):
     code = BLOCK + """
 import logging
 logging.basicConfig(level=logging.WARNING)
-from agent.service import open_face
+from agent.assembly import open_face
 face = open_face({"driver": "ssd1306"})
 print(type(face).__name__)
 """

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from agent import paths
+from agent.assembly import build_service
 from agent.auth.tokens import TokenClient
 from agent.backoff import Backoff
 from agent.clock import SystemClock
@@ -171,9 +172,9 @@ class Agent:
             announced_path=paths.homeassistant_file(),
             device=board_device(config.device_id, "test", model),
             first_connect_jitter=0.0, reconnect=Backoff(base=1.0, cap=1.0, minimum=0.5))
-        self.service = Service(config, clock=clock, token_client=client,
-                               presenter=ConsolePresenter(io.StringIO()), sensors=sensors,
-                               publisher=publisher, notifier=Notifier(None))
+        self.service = build_service(config, clock=clock, token_client=client,
+                                     presenter=ConsolePresenter(io.StringIO()), sensors=sensors,
+                                     publisher=publisher, notifier=Notifier(None))
         holder.append(self.service)
         self.thread = threading.Thread(target=self.service.run, name="agent-under-ha")
         self.thread.start()

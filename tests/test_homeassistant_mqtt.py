@@ -128,7 +128,6 @@ def test_buttons_are_off_by_default(mosquitto, mqtt_subscriber, tmp_path):
 
 def test_assembly_wires_the_buttons_and_the_record(mosquitto, mqtt_subscriber, agent_dirs):
     import random
-    from types import SimpleNamespace
 
     from agent import paths
     from agent.assembly import build_parts
@@ -141,13 +140,24 @@ def test_assembly_wires_the_buttons_and_the_record(mosquitto, mqtt_subscriber, a
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         'connect_spread = 0\nhomeassistant_discovery = true\nhomeassistant_sign_out_button = true\n')
     config = load_config(paths.config_dir() / "agent.toml")
-    parts = SimpleNamespace(sensors=None, outbox=None, uploader=None, publisher=None,
-                            button=None, led=None)
+    from agent import ui
+    from agent.auth.tokens import TokenClient
+    from agent.notify import Notifier
+    from agent.profiles import Profile
+    from agent.tokenstore import TokenStore
+
+    client = TokenClient(Profile(name="default", client_id="00000000-0000-0000-0000-000000000001",
+                                 tenant_id="organizations"),
+                         store=TokenStore(paths.token_dir()), clock=SystemClock())
+    parts = build_parts(config, clock=SystemClock(), token_client=client, presenter=ui.NullPresenter(),
+                        rng=random.Random(), notifier=Notifier(None))
     posted: list[tuple[str, object]] = []
-    build_parts(parts, config, clock=SystemClock(), session=None, rng=random.Random(),
-                pin_factory=None, token=lambda: None, refresh_token=lambda: None,
-                on_mqtt_change=lambda up: None,
-                post=lambda kind, value=None: posted.append((kind, value)))
+
+    def drained() -> list[tuple[str, object]]:
+        while (event := parts.events.get()) is not None:
+            posted.append((event.kind.value, event.value))
+        return [p for p in posted if p[0] != "mqtt"]
+
     sub = mqtt_subscriber(mosquitto, ["homeassistant/#"])
     parts.publisher.start()
     try:
@@ -155,7 +165,7 @@ def test_assembly_wires_the_buttons_and_the_record(mosquitto, mqtt_subscriber, a
         assert (uptime["device_class"], uptime["unit_of_measurement"]) == ("duration", "s")
         sub.wait_for("homeassistant/button/dev-1/sign_out/config")
         sub.client.publish("entra-agent/dev-1/command", "sign_out", qos=1)
-        assert wait_until(lambda: posted == [("ha_command", "sign_out")])
+        assert wait_until(lambda: drained() == [("ha_command", "sign_out")])
         assert wait_until(lambda: paths.homeassistant_file().is_file())
         assert "@sign_out" in json.loads(paths.homeassistant_file().read_text())["entities"]
     finally:

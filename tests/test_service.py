@@ -162,7 +162,7 @@ def test_hold_revokes_the_refresh_token_where_the_provider_can(agent_dirs, make_
     idp.auto_approve_after_polls = 1
     service = make_service()
     assert service.run_until(in_state(SIGNED_IN), 5000)
-    refresh_token = service._tokens.refresh_token
+    refresh_token = service.tokens.get().refresh_token
     idp.auto_approve_after_polls = None
     idp.code_lifetime = 10**6
     service.post("hold_start")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent import paths
+from agent.assembly import build_service
 from agent.auth.tokens import TokenClient
 from agent.clock import SystemClock
 from agent.config import load_config
@@ -106,8 +107,8 @@ def service_in_thread(agent_dirs):
         import io
 
         from agent.ui import ConsolePresenter
-        service = Service(config, clock=clock, token_client=client,
-                          presenter=ConsolePresenter(io.StringIO()), notifier=Notifier(None))
+        service = build_service(config, clock=clock, token_client=client,
+                                presenter=ConsolePresenter(io.StringIO()), notifier=Notifier(None))
         thread = threading.Thread(target=service.run, name="agent-under-test")
         thread.start()
         started.append((service, thread))

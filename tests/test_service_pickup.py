@@ -29,11 +29,11 @@ def test_awaiting_user_picks_up_a_token_saved_by_the_cli(make_service, idp):
     saved = cli.poll(authorization)
 
     assert service.run_until(in_state(SIGNED_IN), 5000)
-    assert service._tokens.access_token == saved.access_token
+    assert service.tokens.get().access_token == saved.access_token
     assert service.history[-2:] == [AWAITING_USER, SIGNED_IN]
     assert service.presenter.of(ui.SignedInView)[-1].account == "ada@contoso.example"
     # It stops polling for its own code.
-    assert service._sign_in_thread is None and service._authorization is None
+    assert service.signin.thread is None and service.signin.authorization is None
 
 
 def test_awaiting_user_writes_nothing_while_it_watches(make_service, idp, fake_clock):

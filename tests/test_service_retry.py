@@ -16,6 +16,7 @@ import time
 import pytest
 
 from agent import paths, ui
+from agent.assembly import build_service
 from agent.auth.tokens import TokenClient
 from agent.config import load_config
 from agent.notify import Notifier
@@ -69,8 +70,8 @@ def make_service(agent_dirs, fake_clock, idp):
         config = load_config(paths.config_file())
         client = TokenClient(store.get("default"), store=TokenStore(paths.token_dir()),
                              clock=fake_clock)
-        service = Service(config, clock=fake_clock, token_client=client, presenter=Presenter(),
-                          notifier=Notifier(None))
+        service = build_service(config, clock=fake_clock, token_client=client, presenter=Presenter(),
+                                notifier=Notifier(None))
         made.append(service)
         return service
 
@@ -79,6 +80,8 @@ def make_service(agent_dirs, fake_clock, idp):
         if service._set_up and not service.finished:
             service.stop()
             service.run_until(lambda s: s.finished, 2000)
+        else:
+            service.close()
 
 
 def stop(service: Service) -> None:

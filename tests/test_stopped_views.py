@@ -72,11 +72,12 @@ def test_the_retry_countdown_ticks_on_screen_and_prints_once_on_a_console(agent_
     import io
 
     from agent import paths, ui
+    from agent.assembly import build_service
     from agent.auth.tokens import TokenClient
     from agent.config import load_config
     from agent.notify import Notifier
     from agent.profiles import Profile, ProfileStore
-    from agent.service import SIGN_IN_STOPPED, Service
+    from agent.service import SIGN_IN_STOPPED
     from agent.tokenstore import TokenStore
 
     class Both:
@@ -99,8 +100,8 @@ def test_the_retry_countdown_ticks_on_screen_and_prints_once_on_a_console(agent_
                        tenant_id="organizations", authority_host=idp.base_url))
     (paths.config_dir() / "agent.toml").write_text('device_id = "d"\n[[sensors]]\ntype = "uptime"\n')
     face = Both()
-    service = Service(load_config(paths.config_file()), clock=fake_clock, notifier=Notifier(None),
-                      token_client=TokenClient(store.get("default"), store=TokenStore(paths.token_dir()),
+    service = build_service(load_config(paths.config_file()), clock=fake_clock, notifier=Notifier(None),
+                            token_client=TokenClient(store.get("default"), store=TokenStore(paths.token_dir()),
                                                clock=fake_clock), presenter=face)
     assert service.run_until(lambda s: idp.pending_user_codes(), 2000)
     idp.expire()

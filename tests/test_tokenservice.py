@@ -332,6 +332,7 @@ def test_token_env_prints_lines_for_a_shell_and_for_systemd(agent_dirs, tmp_path
 @pytest.fixture
 def agent(agent_dirs, provider, clock, sdk_env):
     """A Service with the token service on, not yet started."""
+    from agent.assembly import build_service
     from agent.notify import Notifier
     from agent.service import Service
     from tests.fixtures_service import RecordingPresenter
@@ -351,8 +352,8 @@ def agent(agent_dirs, provider, clock, sdk_env):
             import dataclasses
             config = dataclasses.replace(config, token_service=dataclasses.replace(
                 config.token_service, port=0))
-        service = Service(config, clock=clock, token_client=client, presenter=RecordingPresenter(),
-                          notifier=Notifier(None), publisher=None if mqtt_port else False)
+        service = build_service(config, clock=clock, token_client=client, presenter=RecordingPresenter(),
+                                notifier=Notifier(None), publisher=None if mqtt_port else False)
         made.append(service)
         return service
 

@@ -65,6 +65,7 @@ from agent.config import check_endpoint
 from agent.errors import ConfigError
 from agent.telemetry.outbox import Outbox
 from agent.telemetry.sensors import Reading
+from agent.telemetry.wire import Bearer, network_reason, server_reason
 
 if TYPE_CHECKING:
     import requests
@@ -94,8 +95,6 @@ REFUSED_PAUSE = 900.0
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: Statuses that say the endpoint refuses this device or address, not the readings.
 REFUSED_STATUSES = frozenset({403, 404, 405, 410})
-
-_DESCRIPTION_MAX = 120  # characters of a server's error text quoted in a result
 
 
 @dataclass(frozen=True)
@@ -149,49 +148,6 @@ def upload_policy(interval: float) -> Backoff:
     return replace(UPLOAD, base=base, cap=max(UPLOAD.cap, base))
 
 
-class _Bearer:
-    """``Authorization: Bearer <token>`` as a requests auth callable (RFC 6750 §2.1).
-
-    Its repr never shows the token.
-    """
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: "requests.PreparedRequest") -> "requests.PreparedRequest":
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "_Bearer(<token>)"
-
-
-def _network_reason(exc: Exception) -> str:
-    """A short cause for a requests exception (its text can be very long)."""
-    import requests
-
-    text = repr(exc)
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "the TLS handshake failed (is the certificate valid for this host?)"
-    if isinstance(exc, requests.exceptions.ProxyError):
-        return "the proxy refused the connection"
-    for needle, reason in (
-        ("NameResolutionError", "the DNS lookup failed"),
-        ("Name or service not known", "the DNS lookup failed"),
-        ("Temporary failure in name resolution", "the DNS lookup failed"),
-        ("No address associated", "the DNS lookup failed"),
-        ("Connection refused", "the connection was refused"),
-        ("Network is unreachable", "the network is unreachable"),
-        ("No route to host", "there is no route to the host"),
-        ("RemoteDisconnected", "the connection closed without an answer"),
-        ("Connection aborted", "the connection closed without an answer"),
-        ("Connection reset", "the connection was reset"),
-    ):
-        if needle in text:
-            return reason
-    return f"the request failed ({type(exc).__name__})"
-
-
 class Uploader:
     """Sends batches of readings to one endpoint (see the module docstring).
 
@@ -212,8 +168,8 @@ class Uploader:
         endpoint: str,
         *,
         device_id: str,
-        token: Callable[[], str],
-        refresh_token: Callable[[], str],
+        token: Callable[[], str | None],
+        refresh_token: Callable[[], str | None],
         session: "requests.Session | None" = None,
         clock: Clock,
         timeout: float = 10.0,
@@ -320,8 +276,7 @@ class Uploader:
         return result
 
     def _send(self, outbox: Outbox, batch: list[Reading]) -> UploadResult:
-        token = self._token()
-        self._secrets.append(token)
+        token = self._bearer(self._token)
         refreshed = False
         accepted = 0
         dead = 0
@@ -334,8 +289,7 @@ class Uploader:
             if status == 401 and not refreshed:
                 refreshed = True
                 log.info("upload: the endpoint answered 401; refreshing the token once")
-                token = self._refresh_token()
-                self._secrets.append(token)
+                token = self._bearer(self._refresh_token)
                 status, headers, detail = self._post(part, token)
             ids = [r.id for r in part]
             if status is not None and 200 <= status < 300:
@@ -378,6 +332,17 @@ class Uploader:
             return UploadResult(accepted, None, errors[-1], True, dead, status)
         return UploadResult(accepted, None, None, False, dead, status)
 
+    def _bearer(self, get: Callable[[], str | None]) -> str:
+        """A token from *get*, remembered for redaction; none (signed out
+        meanwhile) is SignInRequired, never a POST without a credential."""
+        token = get()
+        if not token:
+            from agent.auth.errors import SignInRequired
+            raise SignInRequired("not signed in: no token to upload with",
+                                 "sign in on the device; the readings are kept")
+        self._secrets.append(token)
+        return token
+
     def _post(self, part: list[Reading], token: str) -> tuple[int | None, Mapping[str, str], str]:
         """One POST. Returns (status or None when no answer, headers, detail)."""
         import requests
@@ -395,33 +360,16 @@ class Uploader:
             # The token goes in through auth=, so a ~/.netrc entry for the
             # host cannot replace it (requests consults netrc only without auth).
             response = self._session.post(self.endpoint, data=body, headers=headers,
-                                          auth=_Bearer(token), timeout=self.timeout,
+                                          auth=Bearer(token), timeout=self.timeout,
                                           allow_redirects=False)
         except requests.Timeout:
             return None, {}, f"{self._host} did not answer within {self.timeout:g} s"
         except requests.RequestException as exc:
-            return None, {}, f"cannot reach {self._host}: {_network_reason(exc)}"
+            return None, {}, f"cannot reach {self._host}: {network_reason(exc)}"
         with response:
-            detail = self._describe(response)
+            detail = server_reason(response, self._secrets)
             # requests' case-insensitive mapping: "retry-after" is "Retry-After".
             return response.status_code, requests.structures.CaseInsensitiveDict(response.headers), detail
-
-    def _describe(self, response: "requests.Response") -> str:
-        """The server's own short reason: ``error_description``/``error`` or a text line."""
-        text = ""
-        try:
-            data = response.json()
-            if isinstance(data, dict):
-                text = str(data.get("error_description") or data.get("error") or data.get("message") or "")
-        except ValueError:
-            content_type = response.headers.get("Content-Type", "")
-            if content_type.startswith("text/plain"):
-                text = response.text
-        text = " ".join(text.split())[:_DESCRIPTION_MAX]
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "[token]")
-        return text
 
     def _http_error(self, status: int, detail: str) -> str:
         return f"{self._host} answered HTTP {status}" + (f": {detail}" if detail else "")
