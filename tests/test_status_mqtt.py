@@ -324,9 +324,29 @@ def test_the_quiet_network_thread_override_is_in_use():
     assert "_thread_main" in inspect.getsource(mqtt.Client.loop_start)
     assert "_reconnect_wait" in inspect.getsource(mqtt.Client.loop_forever) + inspect.getsource(
         mqtt.Client._reconnect_wait)
+    # The select() wait is cut to the next ping: paho's loop must still call
+    # _loop, and its keepalive check still read the two times we read.
+    assert "self._loop(" in inspect.getsource(mqtt.Client.loop_forever)
+    keepalive_check = inspect.getsource(mqtt.Client._check_keepalive)
+    assert "_last_msg_out" in keepalive_check and "_last_bytes_received" in keepalive_check
     quiet = _quiet_client_class(mqtt.Client, 7.5)
     assert quiet is not mqtt.Client and issubclass(quiet, mqtt.Client)
-    assert "_thread_main" in vars(quiet) and "_reconnect_wait" in vars(quiet)
+    assert {"_thread_main", "_reconnect_wait", "_loop"} <= set(vars(quiet))
+
+
+def test_the_network_thread_sleeps_until_the_next_ping_is_due():
+    from agent.status.mqttclient import PING_WAIT_MIN, _idle_timeout, keepalive_wait
+
+    # Idle link, keepalive 60: the last packet went out 10 s ago, bytes came in 20 s ago.
+    assert keepalive_wait(60, last_out=990.0, last_in=980.0, now=1000.0, cap=60.0) == pytest.approx(40.05)
+    # A publish (out) does not postpone the ping the broker's silence makes due.
+    assert keepalive_wait(60, last_out=1000.0, last_in=950.0, now=1000.0, cap=60.0) == pytest.approx(10.05)
+    # Overdue: a short wait, never 0 (no spin), never past the cap.
+    assert keepalive_wait(60, last_out=0.0, last_in=0.0, now=1000.0, cap=60.0) == PING_WAIT_MIN
+    assert keepalive_wait(600, last_out=1000.0, last_in=1000.0, now=1000.0, cap=30.0) == 30.0
+    # No keepalive: only the cap.
+    assert keepalive_wait(0, last_out=0.0, last_in=0.0, now=1000.0, cap=30.0) == 30.0
+    assert _idle_timeout(60) == 60.0 and _idle_timeout(0) > 0
 
 
 def test_a_started_publisher_runs_the_quiet_thread(mosquitto):

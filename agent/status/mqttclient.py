@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -69,22 +70,39 @@ class MqttSettings(Protocol):
 
 
 def _idle_timeout(keepalive: int) -> float:
-    # paho checks whether a PINGREQ is due only when select returns: a
-    # quarter of the keepalive keeps the ping well inside the broker's 1.5x.
-    return max(1.0, min(IDLE_WAKEUP, keepalive / 4))
+    # The longest paho's network thread sleeps in select(); QuietClient cuts
+    # each sleep to the moment a PINGREQ falls due, so this is only a cap.
+    return max(1.0, float(keepalive)) if keepalive > 0 else IDLE_WAKEUP
+
+
+#: Shortest select() wait when a ping is (over)due: paho acts on it right
+#: after, so this only bounds a misbehaving state to 2 wakeups a second.
+PING_WAIT_MIN = 0.5
+
+
+def keepalive_wait(keepalive: int, last_out: float, last_in: float, now: float, cap: float) -> float:
+    """Seconds until paho's keepalive check has work (a PINGREQ to send, or a
+    broker that stopped answering): the earlier of the last packet out and the
+    last bytes in, plus *keepalive*. Between *PING_WAIT_MIN* and *cap*."""
+    if keepalive <= 0:
+        return cap
+    due = min(last_out, last_in) + keepalive
+    return max(PING_WAIT_MIN, min(cap, due - now + 0.05))
 
 
 def _quiet_client_class(base: type, timeout: float) -> type:
-    """paho's Client whose network thread sleeps up to *timeout* s, not 1 s.
+    """paho's Client whose network thread sleeps until its next ping is due.
 
     ``loop_start`` runs ``loop_forever()`` with paho's default select
     timeout of one second: 60 wakeups a minute on an idle board. Publishing
     from another thread wakes that select through paho's socket pair, and
-    keepalive pings only need a check every quarter keepalive, so a longer timeout costs
-    little. ``_thread_main`` is paho 2.x's thread body; without it (another
-    paho version) the stock client is used.
+    the only timed work of paho's loop is the keepalive check, so each
+    select waits exactly until a PINGREQ falls due (``_loop``), at most
+    *timeout* s: at a 60 s keepalive an idle link costs one ping (two
+    wakeups) a minute. ``_thread_main`` and ``_loop`` are paho 2.x's; without
+    them (another paho version) the stock client is used.
     """
-    if not hasattr(base, "_thread_main"):
+    if not (hasattr(base, "_thread_main") and hasattr(base, "_loop")):
         # pyproject pins paho-mqtt 2.x, and tests/test_status_mqtt.py checks
         # that this override is in use; say so should another paho be found.
         log.warning("MQTT: this paho-mqtt has no _thread_main; its network thread "
@@ -101,6 +119,14 @@ def _quiet_client_class(base: type, timeout: float) -> type:
                 self.loop_forever(timeout=timeout, retry_first_connection=True)
             finally:
                 self._thread = None
+
+        def _loop(self, timeout: float = 1.0) -> Any:
+            if self._sock is None:
+                return super()._loop(timeout)
+            with self._msgtime_mutex:
+                last_out, last_in = self._last_msg_out, self._last_bytes_received
+            return super()._loop(keepalive_wait(self._keepalive, last_out, last_in,
+                                                time.monotonic(), timeout))
 
         def _reconnect_wait(self) -> None:
             # paho 2.x calls this before every reconnect (and every retry of
