@@ -4,7 +4,7 @@ The names are what MQTT and ``status.json`` say. :data:`TRANSITIONS` is the
 whole state machine: every change of state the service makes is in it (a
 change that is not is a programming error, :class:`IllegalTransition`), and
 README's state diagram (section "States") is this table, edge for edge
-(``tests/test_states.py`` compares them). Staying in a state (a refresh while
+(``tests/test_service_states.py`` compares them). Staying in a state (a refresh while
 signed in) is not a transition.
 """
 
