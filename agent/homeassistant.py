@@ -26,6 +26,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agent.config.values import MqttConfig
 from agent.ha_device_classes import NON_NUMERIC_DEVICE_CLASSES, SENSOR_DEVICE_CLASSES
 from agent.ha_model import (
     BOARD_MODEL_PATH,
@@ -66,7 +67,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "homeassistant"                 # Home Assistant's default discovery prefix
+DEFAULT_PREFIX = MqttConfig.homeassistant_prefix   # Home Assistant's default discovery prefix
 #: Seconds within which a second "Sign out" press confirms the first (like
 #: holding the physical button through its confirmation screen).
 SIGN_OUT_CONFIRM_WINDOW = 10.0

@@ -60,6 +60,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from agent.auth.errors import AuthError, ProviderUnavailable, SignInRequired
 from agent.clock import Clock, SystemClock
+from agent.config.values import TokenServiceConfig
 from agent.errors import AgentError, UsageError
 from agent.net import is_loopback
 from agent.resourcetokens import ResourceNotAllowed, ResourceTokens
@@ -169,7 +170,7 @@ class TokenService:
     """
 
     def __init__(self, tokens: ResourceTokens, secret: str, *, host: str = "127.0.0.1",
-                 port: int = 42424, clock: Clock | None = None,
+                 port: int = TokenServiceConfig.port, clock: Clock | None = None,
                  gate: Callable[[], str | None] | None = None,
                  on_asked: Callable[[str], None] | None = None,
                  on_refused: Callable[[str], None] | None = None,

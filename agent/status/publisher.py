@@ -15,6 +15,7 @@ from typing import Any
 from agent import __version__
 from agent.backoff import MQTT_RECONNECT, Backoff, Retry
 from agent.clock import Clock, SystemClock
+from agent.config.values import MqttConfig
 from agent.homeassistant import (
     COMMAND_NEW_CODE,
     COMMAND_SIGN_OUT,
@@ -30,7 +31,7 @@ __all__ = ["CLOSE_TIMEOUT", "FIRST_CONNECT_JITTER", "HA_REPUBLISH_SPREAD", "Stat
 
 log = logging.getLogger(__name__)
 
-FIRST_CONNECT_JITTER = 60.0      # seconds: a fleet that boots together spreads its connects
+FIRST_CONNECT_JITTER = MqttConfig.connect_spread   # seconds: a fleet that boots together spreads its connects
 HA_REPUBLISH_SPREAD = 5.0        # seconds over which a Home Assistant restart's republish is spread
 CLOSE_TIMEOUT = 3.0              # seconds to wait for "offline" to leave on close()
 

@@ -56,7 +56,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.config.values import DURABILITY_MODES
+from agent.config.values import DURABILITY_MODES, TelemetryConfig
 from agent.errors import StorageError
 from agent.telemetry.memoryqueue import MemoryQueue
 from agent.telemetry.outboxbounds import MEMORY_READINGS_MAX, UNSAVED_READINGS_MAX, Bounds
@@ -92,8 +92,8 @@ class Outbox:
         path: Path,
         *,
         durability: str = "spill",
-        max_readings: int = 100_000,
-        max_bytes: int = 50 * 1024 * 1024,
+        max_readings: int = TelemetryConfig.outbox_max_readings,
+        max_bytes: int = TelemetryConfig.outbox_max_bytes,
         max_memory_readings: int = MEMORY_READINGS_MAX,
     ) -> None:
         if durability not in DURABILITY_MODES:

@@ -12,6 +12,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
+from agent.config.values import TelemetryConfig
 from agent.telemetry.memoryqueue import MemoryQueue
 from agent.telemetry.spillfile import SpillFile
 
@@ -34,8 +35,8 @@ UNSAVED_READINGS_MAX = 10_000
 class Bounds:
     """The outbox's limits (each >= 1, else ValueError)."""
 
-    max_readings: int = 100_000
-    max_bytes: int = 50 * 1024 * 1024
+    max_readings: int = TelemetryConfig.outbox_max_readings
+    max_bytes: int = TelemetryConfig.outbox_max_bytes
     max_memory_readings: int = MEMORY_READINGS_MAX
 
     def __post_init__(self) -> None:

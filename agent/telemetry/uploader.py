@@ -62,6 +62,7 @@ from agent import __version__
 from agent.backoff import UPLOAD, Backoff, Retry, parse_retry_after
 from agent.clock import Clock
 from agent.config import check_endpoint
+from agent.config.values import TelemetryConfig
 from agent.errors import ConfigError
 from agent.telemetry.outbox import Outbox
 from agent.telemetry.sensors import Reading
@@ -172,7 +173,7 @@ class Uploader:
         refresh_token: Callable[[], str | None],
         session: "requests.Session | None" = None,
         clock: Clock,
-        timeout: float = 10.0,
+        timeout: float = TelemetryConfig.timeout,
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
     ) -> None:
