@@ -22,7 +22,7 @@ last real state.
 HTTP (the sandbox receiver, real sockets, one FakeClock): one
 :class:`~agent.telemetry.outbox.Outbox` and one
 :class:`~agent.telemetry.uploader.Uploader` per agent (shared HTTP session),
-driven by the service's timers as ``agent/service.py`` sets them (start-up
+driven by the service's timers as ``agent/service/`` sets them (start-up
 jitter for the first reading and the first upload, the upload gate from each
 result). Time jumps from one due timer to the next, so an hour of fleet
 time takes a minute or two; every POST really goes to the receiver, which

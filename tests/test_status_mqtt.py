@@ -310,8 +310,9 @@ def test_tls_or_password_refused_is_not_fatal(mosquitto_tls, tmp_path, change):
 
 
 def test_the_quiet_network_thread_override_is_in_use():
-    # agent/status.py replaces paho 2.x's network thread body (fewer idle
-    # wakeups) and its reconnect wait (jitter). Were paho to rename either,
+    # agent/status/mqttclient.py replaces paho 2.x's network thread body (fewer idle
+    # wakeups), its select wait (until the next ping) and its reconnect wait
+    # (jitter). Were paho to rename any of them,
     # the agent would silently fall back: this test fails instead.
     import inspect
     from importlib.metadata import version
