@@ -148,32 +148,18 @@ def set_values(path: Path, pairs: list[str]) -> bool:
     :raises ConfigError: the file is missing, unreadable or already invalid.
     :raises StorageError: the new file cannot be written.
     """
-    from agent.fileio import FileTooLarge, NotRegularFile, read_regular
+    from agent.config.loader import parse_config_text, read_config_text
 
     if not pairs:
         raise UsageError("config set needs at least one KEY=VALUE",
                          "e.g. entra-agent config set display.driver=sh1106")
     settings = _last_wins([parse_setting(pair) for pair in pairs])
     path = Path(path)
+    original = read_config_text(path)
     try:
-        original = read_regular(path).decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file",
-                          "copy deploy/agent.toml.example there, or run deploy/install.sh") from None
-    except (NotRegularFile, FileTooLarge) as exc:
-        raise ConfigError(f"{path}: the config file {exc.strerror}",
-                          "replace it with a regular file (see deploy/agent.toml.example)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}",
-                          "run as root (sudo)") from None
-    import tomllib
-    try:
-        tomllib.loads(original)
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}",
-                          "fix it by hand first, then run this again") from None
+        parse_config_text(path, original)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, "fix it by hand first, then run this again") from None
     text = edit_text(original, settings)
     if text == original:
         log.debug("%s holds these values already; not written", path)

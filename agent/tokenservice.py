@@ -67,7 +67,7 @@ from agent.resourcetokens import ResourceNotAllowed, ResourceTokens
 
 # The sandbox's server loop is a plain select() on the listening socket and a
 # self-pipe: no idle wake-ups and an instant stop, which this service wants too.
-from agent.sandbox._http import QuietHandler, SandboxServer
+from agent.sandbox._http import QuietHandler, SandboxServer, SandboxService
 
 __all__ = ["API_VERSION", "ENDPOINT_PATH", "IDENTITY_HEADER", "RATE", "BURST", "RETRY_AFTER",
            "TokenService", "RateLimiter", "peer_uid"]
@@ -159,7 +159,7 @@ def peer_uid(client: tuple[str, int], server: tuple[str, int]) -> int | None:
     return None
 
 
-class TokenService:
+class TokenService(SandboxService):
     """The HTTP endpoint on loopback over a :class:`ResourceTokens` cache.
 
     *gate* says whether tokens may be served now: None for yes, else why not
@@ -168,6 +168,8 @@ class TokenService:
     provider no longer accepts the sign-in. Both run on the request's
     thread: keep them quick (the service posts an event).
     """
+
+    _thread_name = "token-service"
 
     def __init__(self, tokens: ResourceTokens, secret: str, *, host: str = "127.0.0.1",
                  port: int = TokenServiceConfig.port, clock: Clock | None = None,
@@ -200,7 +202,7 @@ class TokenService:
         :raises AgentError: when the port cannot be bound (in use, ...).
         """
         try:
-            self._server.start("token-service")
+            self._server.start(self._thread_name)
         except OSError as exc:
             raise AgentError(f"the token service cannot listen on {self._host}:{self._server._port}: "
                              f"{exc.strerror or exc}",
@@ -208,24 +210,10 @@ class TokenService:
         log.info("token service listening on %s", self.endpoint)
         return self
 
-    def stop(self) -> None:
-        """Stop serving (returns at once)."""
-        self._server.stop()
-
-    def __enter__(self) -> "TokenService":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
     @property
     def endpoint(self) -> str:
         """What ``IDENTITY_ENDPOINT`` must be: ``http://127.0.0.1:PORT/msi/token``."""
-        return f"http://{self._host}:{self.port}{ENDPOINT_PATH}"
+        return f"{self.origin}{ENDPOINT_PATH}"
 
     # -- one request ------------------------------------------------------------
 

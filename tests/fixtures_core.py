@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -74,12 +75,12 @@ def need(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted on a fresh folder (needs root: mount)."""
+@contextlib.contextmanager
+def small_tmpfs(where: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted on the folder *where* (made if missing) while
+    the block runs (needs root: mount)."""
     need(os.geteuid() == 0 and shutil.which("mount") is not None, "mounting a tmpfs needs root")
-    where = tmp_path / "state"
-    where.mkdir()
+    where.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(where)],
                           capture_output=True, text=True)
     need(done.returncode == 0, f"cannot mount a tmpfs here: {done.stderr.strip()}")
@@ -87,3 +88,26 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted on a fresh folder (needs root: mount)."""
+    with small_tmpfs(tmp_path / "state") as where:
+        yield where
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system holding *folder* to the last byte (the ballast file returned)."""
+    ballast = folder / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return ballast

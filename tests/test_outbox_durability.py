@@ -33,7 +33,7 @@ import pytest
 
 from agent.telemetry.outbox import UNSAVED_READINGS_MAX, Outbox
 from agent.telemetry.sensors import Reading, iso_utc, new_reading_id
-from tests.fixtures_core import need
+from tests.fixtures_core import fill, need
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -200,22 +200,6 @@ def test_a_returned_spill_survives_a_power_cut(crash_run, mode, acknowledged):
 
 
 # ---------------------------------------------------------------- full disk
-
-def fill(folder: Path) -> Path:
-    """Fill the file system holding *folder* to the last byte."""
-    ballast = folder / "ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return ballast
-
 
 def test_a_full_disk_keeps_the_outbox_and_carries_on_when_space_returns(small_disk, caplog):
     path = small_disk / "outbox.sqlite3"

@@ -8,9 +8,6 @@ the full disk is a real 1 MiB tmpfs.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import time
 
 import pytest
@@ -24,6 +21,7 @@ from agent.profiles import Profile, ProfileStore
 from agent.service import SIGNED_IN, Service
 from agent.telemetry.uploader import start_jitter
 from agent.tokenstore import TokenStore
+from tests.fixtures_core import fill, small_tmpfs
 
 CLIENT_ID = "00000000-0000-0000-0000-000000000001"
 
@@ -118,34 +116,8 @@ def test_after_a_power_cut_the_backlog_upload_and_the_refresh_wait_for_the_start
 
 @pytest.fixture
 def small_state_dir(agent_dirs):
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        if os.environ.get("CI"):
-            pytest.fail("mounting a tmpfs needs root")
-        pytest.skip("mounting a tmpfs needs root")
-    state = paths.state_dir()
-    state.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(state)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    try:
+    with small_tmpfs(paths.state_dir()) as state:
         yield state
-    finally:
-        subprocess.run(["umount", "-l", str(state)], capture_output=True)
-
-
-def fill(folder) -> object:
-    ballast = folder / "ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return ballast
 
 
 def test_a_full_state_folder_is_told_once_and_the_agent_carries_on(

@@ -551,7 +551,7 @@ def test_a_resource_refused_for_consent_does_not_sign_the_device_out(agent, prov
     checks = refreshes(provider)
     # The device checks its own sign-in, which is fine: it stays signed in and serves on.
     assert service.run_until(lambda s: refreshes(provider) > checks, 200)
-    assert service.run_until(lambda s: not s._is_busy("network"), 200)
+    assert service.run_until(lambda s: not s.is_busy("network"), 200)
     assert service.state == SIGNED_IN
     assert provider.audience(azure_token(STORAGE).token) == STORAGE
 

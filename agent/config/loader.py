@@ -16,12 +16,14 @@ from agent.config.table import EXAMPLE_HINT, Table, show
 from agent.config.values import AgentConfig
 from agent.errors import ConfigError
 
-__all__ = ["load_config"]
+__all__ = ["load_config", "read_config_text", "parse_config_text"]
 
 log = logging.getLogger("agent.config")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_config_text(path: Path) -> str:
+    """The text of the config file at *path* (bounded, never blocking on a
+    FIFO); :class:`~agent.errors.ConfigError` with the cause and the fix."""
     from agent.fileio import FileTooLarge, NotRegularFile, read_regular
     try:
         raw = read_regular(path)
@@ -42,9 +44,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+
+
+def parse_config_text(path: Path, text: str) -> dict[str, Any]:
+    """*text* (of the config file *path*) as TOML; ConfigError naming the line."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -62,7 +68,7 @@ def load_config(path: Path) -> AgentConfig:
     what is expected) for anything wrong; nothing is touched before that.
     """
     path = Path(path)
-    data = _read_toml(path)
+    data = parse_config_text(path, read_config_text(path))
     top = Table(path, "", data)
     profile = top.text("profile", "a profile name of letters, digits, '.', '_' or '-'",
                        default=AgentConfig.profile, pattern=NAME_RE)

@@ -164,8 +164,6 @@ class Service:
     def is_busy(self, worker: str) -> bool:
         return self.jobs.is_busy(worker)
 
-    _is_busy = is_busy
-
     # -- running ---------------------------------------------------------------------
 
     def run(self, stop_requested: threading.Event | None = None) -> int:
